@@ -1,0 +1,167 @@
+"""Store commands: apply, keys, budgets, spend."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from p402.cli.main import CliError
+from p402.config import Config, load_config, parse_config
+from p402.core.ids import new_id
+from p402.core.periods import PERIODS
+from p402.core.scopes import ATTRIBUTION_ID_RE
+from p402.ops.apply import apply_config, key_record, new_secret
+from p402.ops.policy_cache import PolicyCache
+from p402.ops.spend import spend_report
+from p402.pipeline.auth import hash_secret
+from p402.pipeline.records import policy_entry
+from p402.wiring import open_store
+
+__all__ = ["open_from_args", "cmd_apply", "cmd_keys_create", "cmd_keys_list", "cmd_keys_revoke",
+           "cmd_budgets_list", "cmd_spend", "table"]
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    if getattr(args, "store", None):
+        path = Path(args.config)
+        base = load_config(path) if path.exists() else parse_config({}, "(no config)")
+        return replace(base, store=args.store)
+    return load_config(args.config)
+
+
+async def open_from_args(args: argparse.Namespace) -> tuple[Config, Any]:
+    config = config_from_args(args)
+    return config, await open_store(config.store)
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    """A plain aligned text table (numbers right-aligned)."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    def fmt(cells: list[str]) -> str:
+        out = []
+        for i, c in enumerate(cells):
+            numeric = c.replace(".", "", 1).replace("%", "").isdigit()
+            out.append(c.rjust(widths[i]) if numeric else c.ljust(widths[i]))
+        return "  ".join(out).rstrip()
+    lines = [fmt(headers), "  ".join("-" * w for w in widths)]
+    lines += [fmt(r) for r in rows]
+    return "\n".join(lines)
+
+
+async def cmd_apply(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    store = await open_store(config.store)
+    try:
+        report = await apply_config(store, config, actor=f"apply:{args.file}", prune=args.prune)
+    finally:
+        await store.close()
+    if not report.changes:
+        print(f"{args.file}: no changes (policy version {report.policy_version})")
+        return 0
+    for action, kind, ident in report.changes:
+        print(f"{action:7} {kind} {ident}")
+    for key_id, secret in report.new_secrets.items():
+        print(f"key {key_id} secret (shown once): {secret}")
+    print(f"{len(report.changes)} change(s); policy version {report.policy_version}")
+    return 0
+
+
+async def cmd_keys_create(args: argparse.Namespace) -> int:
+    config, store = await open_from_args(args)
+    try:
+        kind = "employee" if args.employee else "department" if args.department else "workflow"
+        owner = args.employee or args.department or args.workflow
+        if not ATTRIBUTION_ID_RE.fullmatch(owner):
+            raise CliError(f"--{kind} {owner!r} must match [A-Za-z0-9._:-]{{1,128}}", 2)
+        employees = await store.objects("employee")
+        if kind == "employee" and owner not in employees:
+            raise CliError(f"--employee {owner!r} is not a known employee (apply a config that names it)", 2)
+        if kind == "department" and owner not in await store.objects("department"):
+            raise CliError(f"--department {owner!r} is not a known department", 2)
+        now = datetime.now(timezone.utc)
+        ident = args.id or new_id("key", now).lower()
+        if any(k.id == ident for k in await store.list_keys()):
+            raise CliError(f"key {ident} exists already", 2)
+        secret = new_secret()
+        record = key_record(config.tenant, employees, ident, kind, owner, now)
+        entry = policy_entry(new_id("evt", now), now, config.tenant, "create", "key", ident, "cli", None,
+                             {"owner": f"{kind}:{owner}"})
+        await store.put_key(record, hash_secret(secret), entry)
+    finally:
+        await store.close()
+    print(f"key {ident} for {kind} {owner}")
+    print(f"secret (shown once; p402 keeps only its hash): {secret}")
+    return 0
+
+
+async def cmd_keys_list(args: argparse.Namespace) -> int:
+    _, store = await open_from_args(args)
+    try:
+        keys = await store.list_keys()
+    finally:
+        await store.close()
+    print(table(["ID", "OWNER", "DEPARTMENT", "STATUS", "CREATED"],
+                [[k.id, f"{k.owner_kind}:{k.owner_id}", k.department or "-", "revoked" if k.revoked else "active",
+                  k.created_at] for k in keys]))
+    return 0
+
+
+async def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    config, store = await open_from_args(args)
+    try:
+        now = datetime.now(timezone.utc)
+        await store.revoke_key(args.id, policy_entry(new_id("evt", now), now, config.tenant, "revoke", "key",
+                                                     args.id, "cli", None, None))
+    finally:
+        await store.close()
+    print(f"key {args.id} revoked")
+    return 0
+
+
+async def cmd_budgets_list(args: argparse.Namespace) -> int:
+    from p402.core.money import format_usd
+    from p402.core.periods import window_for
+    config, store = await open_from_args(args)
+    try:
+        cache = PolicyCache(config, store)
+        await cache.refresh(force=True)
+        policy = cache.current
+        now = datetime.now(timezone.utc)
+        rows = []
+        for b in policy.budgets:
+            settled = reserved = 0
+            if b.period != "request":
+                w = window_for(b.period, now, policy.timezone)
+                for _, s, r in await store.counters_of(b.id, w.key):
+                    settled, reserved = settled + s, reserved + r
+            extra = f" per {b.per}" if b.per else ""
+            cats = f" [{','.join(sorted(b.categories))}]" if b.categories else ""
+            rows.append([b.id, f"{b.scope}{extra}{cats}", b.period, format_usd(policy.cap_of(b, now)),
+                         format_usd(settled, 4), format_usd(reserved, 4), b.mode])
+    finally:
+        await store.close()
+    print(table(["ID", "SCOPE", "PERIOD", "CAP USD", "SETTLED", "RESERVED", "MODE"], rows))
+    return 0
+
+
+async def cmd_spend(args: argparse.Namespace) -> int:
+    if args.by not in ("department", "employee", "project", "customer", "feature", "workflow", "key", "model"):
+        raise CliError(f"--by {args.by!r} is not department, employee, project, customer, feature, workflow, key or model", 2)
+    if args.period not in PERIODS or args.period == "request":
+        raise CliError(f"--period {args.period!r} is not hour, day, week, month, quarter, year or total", 2)
+    config, store = await open_from_args(args)
+    try:
+        cache = PolicyCache(config, store)
+        await cache.refresh(force=True)
+        report = await spend_report(store, cache.current, args.by, args.period, datetime.now(timezone.utc))
+    finally:
+        await store.close()
+    rows = [[r[args.by] or "-", r["settled_usd"], r["reserved_usd"], r.get("cap_usd", "-"), r.get("remaining_usd", "-"),
+             f"{r['percent']}%" if r.get("percent") is not None else "-", str(r["requests"]), str(r["denied"])]
+            for r in report["data"]]
+    print(f"spend by {args.by}, {args.period} from {report['window']['start']}")
+    print(table([args.by.upper(), "SETTLED USD", "RESERVED", "CAP", "REMAINING", "USED", "REQUESTS", "DENIED"], rows))
+    return 0

@@ -1,0 +1,309 @@
+"""The decision: may this request spend, and how much may it reserve?
+
+Two pure steps. `prepare` checks everything that needs no balance (signatures,
+mandates, attribution, categories, price) in the contract's precedence order and
+lists the budgets that apply. `decide` is then called *inside* the store's
+transaction with the current balances, so the check and the reservation are one
+atomic step. Denials are values; nothing here raises on user input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Mapping
+
+from p402.core.money import format_usd
+from p402.core.periods import Window, window_for
+from p402.core.policy import TOKENS_PER_RATE, Budget, CounterKey, ModelSpec, Policy
+from p402.core.scopes import Attribution
+
+__all__ = [
+    "DENY_CODES",
+    "DENY_HTTP_STATUS",
+    "Recovery",
+    "Ask",
+    "Charge",
+    "Plan",
+    "Balance",
+    "Decision",
+    "prepare",
+    "decide",
+    "affordable_tokens",
+]
+
+# The six deny codes, in precedence order (SPEC §3).
+DENY_CODES = (
+    "SIGNATURE_INVALID",
+    "MANDATE_INACTIVE",
+    "ATTRIBUTION_REQUIRED",
+    "CATEGORY_DENIED",
+    "PRICE_UNKNOWN",
+    "BUDGET_EXCEEDED",
+)
+DENY_HTTP_STATUS = {code: 403 for code in DENY_CODES} | {"BUDGET_EXCEEDED": 402}
+_ADJECTIVE = {"hour": "hourly", "day": "daily", "week": "weekly", "month": "monthly",
+              "quarter": "quarterly", "year": "yearly", "total": "total", "request": "per-request"}
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """What the caller can do about a denial."""
+
+    action: str
+    detail: str
+    max_tokens: int | None = None
+    retry_after_s: int | None = None
+    owner: str | None = None
+    allowed_models: tuple[str, ...] | None = None
+    header: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {"action": self.action}
+        for name in ("max_tokens", "allowed_models", "header"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = list(value) if isinstance(value, tuple) else value
+        out["detail"] = self.detail
+        if self.owner:
+            out["owner"] = self.owner
+        if self.retry_after_s is not None:
+            out["retry_after_s"] = self.retry_after_s
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """What one request asks for, as the decision sees it."""
+
+    who: Attribution
+    model: ModelSpec
+    input_tokens: int
+    max_tokens: int | None  # as the client sent it
+    wants_output: bool  # False for embeddings
+    now: datetime
+    presented_mandate: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """One applicable budget; `key` is None for a `request`-period budget."""
+
+    budget: Budget
+    key: CounterKey | None
+    window: Window | None
+    cap_nanos: int
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The budgets that apply to an admissible request."""
+
+    ask: Ask
+    charges: tuple[Charge, ...]
+
+    @property
+    def keys(self) -> tuple[CounterKey, ...]:
+        return tuple(c.key for c in self.charges if c.key is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    """A budget's standing when the decision was made."""
+
+    charge: Charge
+    settled_nanos: int
+    reserved_nanos: int
+
+    @property
+    def headroom_nanos(self) -> int:
+        return self.charge.cap_nanos - self.settled_nanos - self.reserved_nanos
+
+    @property
+    def scope_label(self) -> str:
+        b = self.charge.budget
+        if b.per and self.charge.key is not None:
+            return f"{b.per}:{self.charge.key.member}"
+        return str(b.scope)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome. On allow, `reserve_on` lists the counters to reserve `estimate_nanos` on."""
+
+    allowed: bool
+    reason: str
+    deny_code: str | None = None
+    estimate_nanos: int = 0
+    max_tokens: int | None = None
+    max_tokens_set: bool = False
+    binding: Balance | None = None
+    recovery: Recovery | None = None
+    reserve_on: tuple[CounterKey, ...] = ()
+    shadow_denials: tuple[str, ...] = field(default=())
+    scope: str | None = None  # the scope the denial is about
+
+
+    @property
+    def remaining_nanos(self) -> int | None:
+        """The binding budget's headroom after this request's reservation."""
+        if self.binding is None:
+            return None
+        after = self.binding.headroom_nanos
+        if self.allowed and self.binding.charge.key is not None:
+            after -= self.estimate_nanos
+        return after
+
+
+def _deny(code: str, reason: str, recovery: Recovery, scope: object = None) -> Decision:
+    return Decision(allowed=False, deny_code=code, reason=reason, recovery=recovery,
+                    scope=str(scope) if scope is not None else None)
+
+
+def _header_for(kind: str) -> str:
+    return f"X-P402-{kind.capitalize()}"
+
+
+def prepare(ask: Ask, policy: Policy) -> Decision | Plan:
+    """Every check that needs no balance, in precedence order; else the plan."""
+    who, model, now = ask.who, ask.model, ask.now
+    applicable = [b for b in policy.budgets if b.applies_to(who, model.categories)]
+
+    if ask.presented_mandate is not None:
+        presented = [m for m in policy.mandates.values() if m.digest == ask.presented_mandate]
+        if presented and not presented[0].signature_ok:
+            return _deny("SIGNATURE_INVALID", f"mandate {ask.presented_mandate} does not verify against its signer",
+                         Recovery("resign_mandate", "the budget owner must sign the mandate again"))
+    for b in applicable:
+        mandate = policy.mandates.get(b.id)
+        if b.requires_mandate and mandate is not None and not mandate.signature_ok:
+            return _deny("SIGNATURE_INVALID", f"the mandate of budget {b.id} does not verify against its signer",
+                         Recovery("resign_mandate", "the budget owner must sign the mandate again", owner=b.owner or None),
+                         b.scope)
+    for b in applicable:
+        if not b.requires_mandate:
+            continue
+        mandate = policy.mandates.get(b.id)
+        problem = "missing" if mandate is None else mandate.problem(now)
+        if problem is not None:
+            return _deny("MANDATE_INACTIVE", f"budget {b.id} on {b.scope} requires a mandate and it is {problem}",
+                         Recovery("renew_mandate", f"the owner of budget {b.id} must sign a current mandate",
+                                  owner=b.owner or None), b.scope)
+
+    rules = [r for r in policy.rules if who.covers(r.scope)]
+    for r in rules:
+        for kind in r.require:
+            if not who.get(kind):
+                header = _header_for(kind)
+                return _deny("ATTRIBUTION_REQUIRED", f"{r.scope} requires a {kind} attribution; send {header}",
+                             Recovery("add_attribution", f"send the {header} header naming the {kind}", header=header),
+                             r.scope)
+    for kind, ids in policy.known.items():
+        value = who.get(kind)
+        if value and value not in ids:
+            header = _header_for(kind)
+            return _deny("ATTRIBUTION_REQUIRED", f"unknown {kind} {value!r}",
+                         Recovery("add_attribution", f"send {header} with a declared {kind}", header=header))
+
+    denied = frozenset().union(*(r.deny_categories for r in rules)) if rules else frozenset()
+    hit = denied & model.categories
+    if hit:
+        allowed = tuple(sorted(n for n, m in policy.models.items() if denied.isdisjoint(m.categories)))
+        scope = next(str(r.scope) for r in rules if r.deny_categories & model.categories)
+        return _deny("CATEGORY_DENIED", f"{scope} may not use {', '.join(sorted(hit))} models such as {model.name}",
+                     Recovery("use_allowed_model", "use one of the allowed models", allowed_models=allowed), scope)
+
+    if model.price is None:
+        return _deny("PRICE_UNKNOWN", f"model {model.name} has no price, so its cost cannot be bounded",
+                     Recovery("add_price", f"add price: {{input_per_mtok, output_per_mtok}} to model {model.name} in the config"))
+
+    charges = []
+    for b in applicable:
+        cap = policy.cap_of(b, now)
+        if b.period == "request":
+            charges.append(Charge(b, None, None, cap))
+        else:
+            window = window_for(b.period, now, policy.timezone)
+            charges.append(Charge(b, CounterKey(b.id, b.member(who), window.key), window, cap))
+    return Plan(ask, tuple(charges))
+
+
+def affordable_tokens(headroom_nanos: int, input_nanos: int, output_rate: int) -> int:
+    """The largest output token count whose cost, with the input, fits the headroom."""
+    spare = headroom_nanos - input_nanos
+    if spare < 0:
+        return -1
+    if output_rate == 0:
+        return 1 << 62
+    # ceil(m * rate / 1e6) <= spare  <=>  m * rate <= spare * 1e6
+    return spare * TOKENS_PER_RATE // output_rate
+
+
+def decide(plan: Plan, balances: Mapping[CounterKey, tuple[int, int]]) -> Decision:
+    """Admit or deny against the balances read inside the reservation transaction.
+
+    `balances` maps each counter key of the plan to (settled, reserved); a key
+    that is absent is a window nobody has spent in yet.
+    """
+    ask = plan.ask
+    price = ask.model.price
+    if price is None:  # prepare() denies these; guard against misuse.
+        raise ValueError("decide() needs a priced model")
+    input_nanos = price.input_cost(ask.input_tokens)
+    enforced: list[Balance] = []
+    shadow: list[Balance] = []
+    for c in plan.charges:
+        settled, reserved = balances.get(c.key, (0, 0)) if c.key is not None else (0, 0)
+        (shadow if c.budget.mode == "shadow" else enforced).append(Balance(c, settled, reserved))
+    binding = min(enforced, key=lambda b: b.headroom_nanos, default=None)
+
+    max_tokens, gateway_set = ask.max_tokens, False
+    if ask.wants_output and max_tokens is None:
+        fit = ask.model.max_output_tokens
+        if binding is not None:
+            fit = min(fit, affordable_tokens(binding.headroom_nanos, input_nanos, price.output))
+        max_tokens, gateway_set = max(fit, 0), True
+    estimate = input_nanos + (price.output_cost(max_tokens or 0) if ask.wants_output else 0)
+
+    shadow_denials = tuple(b.charge.budget.id for b in shadow if estimate > b.headroom_nanos)
+    fits = binding is None or estimate <= binding.headroom_nanos
+    if fits and (not ask.wants_output or (max_tokens or 0) >= 1):
+        return Decision(allowed=True, reason="within budget", estimate_nanos=estimate, max_tokens=max_tokens,
+                        max_tokens_set=gateway_set, binding=binding,
+                        reserve_on=tuple(c.key for c in plan.charges if c.key is not None),
+                        shadow_denials=shadow_denials)
+    assert binding is not None  # only a budget can fail to fit
+    return _budget_denial(ask, binding, estimate, input_nanos, gateway_set)
+
+
+def _budget_denial(ask: Ask, binding: Balance, estimate: int, input_nanos: int, gateway_set: bool) -> Decision:
+    budget, window = binding.charge.budget, binding.charge.window
+    price = ask.model.price
+    assert price is not None
+    headroom = max(binding.headroom_nanos, 0)
+    resets = window.end if window is not None else None
+    retry = window.seconds_left(ask.now) if window is not None else None
+    reason = (f"{binding.scope_label} {_ADJECTIVE[budget.period]} budget would be exceeded: "
+              f"estimate ${format_usd(estimate, 4)}, remaining ${format_usd(headroom, 4)} "
+              f"of ${format_usd(binding.charge.cap_nanos)}")
+    if resets is not None:
+        reason += f"; resets {_iso(resets)}"
+    owner = budget.owner or None
+    fit = affordable_tokens(binding.headroom_nanos, input_nanos, price.output) if ask.wants_output else -1
+    if not gateway_set and fit >= 1:
+        recovery = Recovery("reduce_max_tokens", f"max_tokens {fit} or fewer fits the remaining budget",
+                            max_tokens=fit, owner=owner, retry_after_s=retry)
+    elif retry is not None:
+        recovery = Recovery("wait_for_reset", f"budget {budget.id} resets at {_iso(resets)}",
+                            owner=owner, retry_after_s=retry)
+    else:
+        recovery = Recovery("request_override", f"ask the owner of budget {budget.id} for a signed override",
+                            owner=owner)
+    return Decision(allowed=False, deny_code="BUDGET_EXCEEDED", reason=reason, estimate_nanos=estimate,
+                    binding=binding, recovery=recovery, scope=binding.scope_label)
+
+
+def _iso(moment: datetime | None) -> str:
+    if moment is None:
+        return ""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

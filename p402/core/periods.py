@@ -1,0 +1,82 @@
+"""Budget periods and their calendar windows.
+
+Windows are calendar-aligned in the configured timezone and computed from the
+clock, so they roll over by themselves: a new window is simply a new counter key,
+no job has to reset anything. `total` is one window forever; `request` has no
+window at all (the cap applies to each request alone).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone, tzinfo
+
+__all__ = ["PERIODS", "Window", "window_for", "TOTAL_START"]
+
+PERIODS = ("hour", "day", "week", "month", "quarter", "year", "total", "request")
+TOTAL_START = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+class Window:
+    """A half-open interval [start, end) of one period. `end` is None for `total`."""
+
+    __slots__ = ("start", "end")
+
+    def __init__(self, start: datetime, end: datetime | None) -> None:
+        self.start = start
+        self.end = end
+
+    @property
+    def key(self) -> int:
+        """The window's identity inside a counter key: its start as a Unix second."""
+        return int(self.start.timestamp())
+
+    def seconds_left(self, now: datetime) -> int | None:
+        if self.end is None:
+            return None
+        return max(0, int((self.end - now).total_seconds() + 0.999))
+
+    def __repr__(self) -> str:
+        return f"Window({self.start.isoformat()}, {self.end.isoformat() if self.end else None})"
+
+
+def _add_months(year: int, month: int, months: int) -> tuple[int, int]:
+    index = year * 12 + (month - 1) + months
+    return index // 12, index % 12 + 1
+
+
+def _localize(naive: datetime, tz: tzinfo) -> datetime:
+    # Calendar boundaries are wall-clock times in `tz`; attaching tzinfo lets
+    # zoneinfo pick the right UTC offset for that date (DST included).
+    return naive.replace(tzinfo=tz)
+
+
+def window_for(period: str, now: datetime, tz: tzinfo = timezone.utc) -> Window:
+    """The window of `period` containing `now` (an aware datetime)."""
+    if period == "total":
+        return Window(TOTAL_START, None)
+    if period == "request":
+        raise ValueError("a request-period budget has no window")
+    local = now.astimezone(tz)
+    if period == "hour":
+        # Hours are fixed-length in UTC; aligning in UTC keeps DST changes from
+        # producing 30-minute or 2-hour "hours" in half-hour-offset zones.
+        start = now.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+        return Window(start, start + timedelta(hours=1))
+    day = datetime(local.year, local.month, local.day)
+    if period == "day":
+        start, end = day, day + timedelta(days=1)
+    elif period == "week":
+        start = day - timedelta(days=day.weekday())  # ISO weeks start on Monday
+        end = start + timedelta(days=7)
+    elif period in ("month", "quarter", "year"):
+        if period == "month":
+            y, m, span = local.year, local.month, 1
+        elif period == "quarter":
+            y, m, span = local.year, (local.month - 1) // 3 * 3 + 1, 3
+        else:
+            y, m, span = local.year, 1, 12
+        ey, em = _add_months(y, m, span)
+        start, end = datetime(y, m, 1), datetime(ey, em, 1)
+    else:
+        raise ValueError(f"unknown period {period!r}")
+    return Window(_localize(start, tz), _localize(end, tz))

@@ -1,0 +1,182 @@
+"""The policy a decision is made under: models and prices, budgets, rules, mandates.
+
+A `Policy` is an immutable snapshot with a version number; every decision
+records the version it was made under. Building one is the config loader's and
+the store's job; reading it is pure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo, timezone
+from typing import Mapping
+
+from p402.core.money import ceil_div
+from p402.core.scopes import Attribution, Scope
+
+__all__ = [
+    "Price",
+    "ModelSpec",
+    "Budget",
+    "Rule",
+    "MandateState",
+    "Override",
+    "Policy",
+    "CounterKey",
+    "TOKENS_PER_RATE",
+]
+
+# Prices are kept as nano-USD per million tokens: exact for any price quoted
+# to 9 decimals per Mtok, and cost = ceil(tokens * rate / 1e6).
+TOKENS_PER_RATE = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """Per-model rates in nano-USD per million tokens."""
+
+    input: int
+    output: int
+    cache_read: int | None = None
+    cache_write: int | None = None
+
+    def input_cost(self, tokens: int) -> int:
+        return ceil_div(tokens * self.input, TOKENS_PER_RATE)
+
+    def output_cost(self, tokens: int) -> int:
+        return ceil_div(tokens * self.output, TOKENS_PER_RATE)
+
+    def cost(self, input_tokens: int, output_tokens: int, cache_read_tokens: int = 0,
+             cache_write_tokens: int = 0) -> int:
+        """Actual cost of a call. `input_tokens` excludes cached tokens."""
+        read_rate = self.input if self.cache_read is None else self.cache_read
+        write_rate = self.input if self.cache_write is None else self.cache_write
+        total = (input_tokens * self.input + output_tokens * self.output
+                 + cache_read_tokens * read_rate + cache_write_tokens * write_rate)
+        return ceil_div(total, TOKENS_PER_RATE)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """A model clients may name, and how to reach and price it."""
+
+    name: str
+    provider: str
+    upstream: str
+    categories: frozenset[str] = frozenset()
+    price: Price | None = None
+    max_output_tokens: int = 4096
+    fallbacks: tuple[str, ...] = ()
+    tokenizer: str = "o200k_base"  # or "cl100k_base", or "bytes" (a proven upper bound)
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """A USD cap on one scope for one period."""
+
+    id: str
+    scope: Scope
+    cap_nanos: int
+    period: str
+    per: str | None = None
+    categories: frozenset[str] | None = None
+    mode: str = "enforce"  # or "shadow"
+    requires_mandate: bool = False
+    owner: str = ""
+
+    def applies_to(self, who: Attribution, categories: frozenset[str]) -> bool:
+        if not who.covers(self.scope):
+            return False
+        return self.categories is None or not self.categories.isdisjoint(categories)
+
+    def member(self, who: Attribution) -> str:
+        """The counter member for a `per` budget. Requests that do not name the
+        member share one '-' bucket, so leaving a header out never escapes the cap."""
+        if self.per is None:
+            return ""
+        return who.get(self.per) or "-"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A non-budget policy on a scope: categories denied, attributions required."""
+
+    scope: Scope
+    deny_categories: frozenset[str] = frozenset()
+    require: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MandateState:
+    """What the decision needs to know about a budget's mandate (verified elsewhere)."""
+
+    digest: str
+    budget_id: str
+    valid_from: datetime
+    valid_until: datetime
+    signature_ok: bool = True
+    revoked: bool = False
+    superseded: bool = False
+    exhausted: bool = False
+
+    def problem(self, now: datetime) -> str | None:
+        if self.revoked:
+            return "revoked"
+        if self.superseded:
+            return "superseded"
+        if self.exhausted:
+            return "exhausted"
+        if now < self.valid_from:
+            return "not yet valid"
+        if now >= self.valid_until:
+            return "expired"
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    """A signed, time-boxed raise of a budget's cap."""
+
+    budget_id: str
+    extra_nanos: int
+    starts: datetime
+    ends: datetime
+    signer: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CounterKey:
+    """One balance: a budget, a member (for `per` budgets) and a window start."""
+
+    budget_id: str
+    member: str
+    window: int
+
+    def __str__(self) -> str:
+        return f"{self.budget_id}/{self.member or '*'}/{self.window}"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """An immutable snapshot of everything a decision depends on."""
+
+    version: int
+    tenant: str
+    models: Mapping[str, ModelSpec]
+    budgets: tuple[Budget, ...] = ()
+    rules: tuple[Rule, ...] = ()
+    mandates: Mapping[str, MandateState] = field(default_factory=dict)  # by budget id
+    overrides: tuple[Override, ...] = ()
+    known: Mapping[str, frozenset[str]] = field(default_factory=dict)  # kind -> declared ids
+    timezone: tzinfo = timezone.utc
+
+    def cap_of(self, budget: Budget, now: datetime) -> int:
+        extra = sum(o.extra_nanos for o in self.overrides
+                    if o.budget_id == budget.id and o.starts <= now < o.ends)
+        return budget.cap_nanos + extra
+
+    def budget(self, budget_id: str) -> Budget | None:
+        for b in self.budgets:
+            if b.id == budget_id:
+                return b
+        return None

@@ -1,0 +1,272 @@
+"""The request path, top to bottom:
+
+    authenticate -> attribute -> price -> decide --deny--> record, answer
+                                             \\--allow--> reserve -> forward -> settle (or release) -> record
+
+`Gateway.handle` is the one decision point every client route goes through
+(chat, streaming, embeddings, Anthropic messages): there is no other path to a
+provider. Each stage is a small function; the web edge only translates HTTP.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, AsyncIterator, Callable, Mapping, Protocol
+
+import orjson
+
+from p402.core.decision import DENY_HTTP_STATUS, Ask, Decision, Plan, decide, prepare
+from p402.core.ids import new_id
+from p402.core.money import format_usd
+from p402.core.policy import ModelSpec, Policy
+from p402.errors import StoreUnavailable, UpstreamError
+from p402.pipeline.auth import AttributionError, KeyRing, attribute
+from p402.pipeline.ports import BudgetStore, Call, Provider, Reply, Usage
+from p402.pipeline.records import binding_view, decision_entry, settlement_entry
+from p402.pipeline.tokens import chat_input_bound, embeddings_input_bound, messages_input_bound
+
+__all__ = ["Inbound", "Refusal", "Admitted", "Gateway", "Telemetry", "Spool", "PolicySource"]
+
+_BOUNDS = {"chat": chat_input_bound, "messages": messages_input_bound, "embeddings": embeddings_input_bound}
+
+
+class Telemetry(Protocol):
+    def decision(self, outcome: str, deny_code: str | None, seconds: float) -> None: ...
+    def settled(self, department: str, cost_nanos: int) -> None: ...
+
+
+class Spool(Protocol):
+    """Where decisions go while the store is down (fail closed, lose nothing)."""
+
+    def add(self, op: str, payload: dict[str, Any]) -> None: ...
+
+
+class PolicySource(Protocol):
+    @property
+    def current(self) -> Policy: ...
+
+
+@dataclass(slots=True)
+class Inbound:
+    """A client request as the web edge parsed it."""
+
+    route: str  # chat | embeddings | messages
+    body: dict[str, Any]
+    secret: str | None
+    headers: Mapping[str, str]  # attribution kinds -> header values
+    mandate: str | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(slots=True)
+class Refusal:
+    """An answer without a (successful) provider call. `p402` is set on policy denials."""
+
+    status: int
+    code: str
+    message: str
+    param: str | None = None
+    p402: dict[str, Any] | None = None
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    error_type: str = "invalid_request_error"
+
+
+@dataclass(slots=True)
+class Admitted:
+    """A provider reply to relay. For streams, iterating `chunks` settles at the end."""
+
+    reply: Reply
+    headers: list[tuple[str, str]]
+    chunks: AsyncIterator[bytes] | None = None
+
+
+@dataclass(slots=True)
+class _Attempt:
+    ask: Ask
+    event_id: str
+    decision: Decision
+    hold_id: str
+    version: int
+
+
+class Gateway:
+    """The single enforcement point."""
+
+    def __init__(self, store: BudgetStore, providers: Mapping[str, Provider], policies: PolicySource, keys: KeyRing,
+                 telemetry: Telemetry, spool: Spool, clock: Callable[[], datetime], hold_ttl_s: float) -> None:
+        self.store, self.providers, self.policies, self.keys = store, providers, policies, keys
+        self.telemetry, self.spool, self.clock, self.hold_ttl_s = telemetry, spool, clock, hold_ttl_s
+
+    async def handle(self, req: Inbound) -> Refusal | Admitted:
+        key = await self.keys.authenticate(req.secret)
+        if key is None:
+            return Refusal(401, "invalid_api_key", "missing, unknown or revoked API key", error_type="authentication_error")
+        try:
+            who = attribute(key, req.headers, req.body.get("user") if req.route == "chat" else None)
+        except AttributionError as exc:
+            return Refusal(400, "invalid_attribution", exc.message, param=exc.param)
+        policy = self.policies.current
+        model = policy.models.get(req.body["model"])
+        if model is None:
+            return Refusal(404, "model_not_found", f"model {req.body['model']!r} is not configured on this gateway; "
+                                                   f"GET /v1/models lists the models this key may use", param="model")
+        tried: list[str] = []
+        while True:
+            outcome = await self._attempt(req, policy, who, model)
+            if not isinstance(outcome, UpstreamError):
+                return outcome
+            tried.append(model.name)
+            nxt = next((policy.models[f] for f in model.fallbacks if f in policy.models and f not in tried), None)
+            if not outcome.retryable or nxt is None:
+                status = outcome.status if outcome.status >= 500 or outcome.status == 429 else 502
+                return Refusal(status, "upstream_error", f"{model.provider} failed: {outcome}",
+                               error_type="api_error")
+            model = nxt
+
+    async def _attempt(self, req: Inbound, policy: Policy, who: Any, model: ModelSpec) -> Refusal | Admitted | UpstreamError:
+        provider = self.providers.get(model.provider)
+        if provider is None or req.route not in provider.routes:
+            return Refusal(400, "unsupported_route", f"model {model.name} (provider {model.provider}) cannot serve "
+                                                     f"this API format", param="model")
+        now = self.clock()
+        client_max = _client_max_tokens(req)
+        ask = Ask(who=who, model=model, input_tokens=_BOUNDS[req.route](req.body, model.tokenizer),
+                  max_tokens=client_max, wants_output=req.route != "embeddings", now=now,
+                  presented_mandate=req.mandate)
+        event_id = new_id("evt", now)
+        prepared = prepare(ask, policy)
+        t0 = time.perf_counter()
+        try:
+            if isinstance(prepared, Decision):
+                decision, hold_id = prepared, None
+                await self.store.record(decision_entry(event_id, now, ask, req.route, decision, policy.version))
+            else:
+                decision, hold_id = await self._reserve(prepared, ask, event_id, req.route, policy.version, now)
+        except StoreUnavailable as exc:
+            self.telemetry.decision("unavailable", "POLICY_UNAVAILABLE", time.perf_counter() - t0)
+            self.spool.add("record", {**decision_entry(event_id, now, ask, req.route, Decision(
+                allowed=False, reason=f"policy store unavailable: {exc}", deny_code=None), policy.version),
+                "outcome": "deny", "deny_code": None, "error": "POLICY_UNAVAILABLE"})
+            return Refusal(503, "POLICY_UNAVAILABLE", "the budget store cannot be reached; the request was refused "
+                                                      "(p402 fails closed)", error_type="p402_unavailable",
+                           headers=[("X-P402-Event-Id", event_id), ("Retry-After", "5")])
+        self.telemetry.decision("allow" if decision.allowed else "deny", decision.deny_code, time.perf_counter() - t0)
+        if not decision.allowed:
+            return _denial(event_id, decision, now)
+        assert hold_id is not None
+        attempt = _Attempt(ask, event_id, decision, hold_id, policy.version)
+        return await self._forward(req, provider, attempt)
+
+    async def _reserve(self, plan: Plan, ask: Ask, event_id: str, route: str, version: int,
+                       now: datetime) -> tuple[Decision, str | None]:
+        def entry(decision: Decision, hold_id: str | None) -> dict[str, Any]:
+            return decision_entry(event_id, now, ask, route, decision, version, hold_id)
+        return await self.store.reserve(plan, decide, entry, self.hold_ttl_s, now)
+
+    async def _forward(self, req: Inbound, provider: Provider, a: _Attempt) -> Admitted | UpstreamError:
+        body = dict(req.body)
+        body["model"] = a.ask.model.upstream
+        if a.decision.max_tokens_set and a.ask.wants_output:
+            field_name = "max_completion_tokens" if (req.route == "chat" and a.ask.model.provider == "openai") else "max_tokens"
+            body[field_name] = a.decision.max_tokens
+        stream = bool(body.get("stream"))
+        wants_usage = bool((body.get("stream_options") or {}).get("include_usage")) if req.route == "chat" else False
+        call = Call(route=req.route, body=body, stream=stream, upstream_model=a.ask.model.upstream,
+                    client_wants_usage=wants_usage, input_tokens_bound=a.ask.input_tokens)
+        overhead = time.perf_counter() - req.started
+        try:
+            t_provider = time.perf_counter()
+            reply = await provider.send(call)
+            provider_s = time.perf_counter() - t_provider
+        except UpstreamError as exc:
+            await self._settle(a, None, "upstream_error", str(exc))
+            return exc
+        except BaseException:
+            await self._settle(a, None, "gateway_error", "interrupted before the provider answered")
+            raise
+        headers = self._headers(a)
+        if reply.chunks is None:
+            cost = await self._settle(a, reply, "ok" if reply.status < 400 else f"upstream_{reply.status}")
+            headers.append(("X-P402-Cost-Usd", format_usd(cost)))
+            overhead = time.perf_counter() - req.started - provider_s
+            headers.append(("X-P402-Overhead-Ms", f"{overhead * 1000:.3f}"))
+            return Admitted(reply, headers)
+        headers.append(("X-P402-Overhead-Ms", f"{overhead * 1000:.3f}"))
+        return Admitted(reply, headers, self._relay(a, reply, req.route))
+
+    async def _relay(self, a: _Attempt, reply: Reply, route: str) -> AsyncIterator[bytes]:
+        """Relay a stream; whatever ends it (done, upstream failure, client gone), settle once."""
+        assert reply.chunks is not None
+        status, error = "ok", None
+        try:
+            async for chunk in reply.chunks:
+                yield chunk
+        except UpstreamError as exc:
+            status, error = "upstream_error", str(exc)
+            yield _stream_error(route, str(exc))
+        except BaseException:
+            status, error = "client_disconnected", "the client went away mid-stream"
+            raise
+        finally:
+            aclose = getattr(reply.chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            await self._settle(a, reply, status, error)
+
+    async def _settle(self, a: _Attempt, reply: Reply | None, status: str, error: str | None = None) -> int:
+        usage = reply.usage if reply is not None else None
+        price = a.ask.model.price
+        assert price is not None
+        cost = 0
+        if usage is not None:
+            cost = price.cost(usage.input_tokens, usage.output_tokens, usage.cache_read_tokens, usage.cache_write_tokens)
+        entry = settlement_entry(a.event_id, self.clock(), a.ask, a.hold_id, a.decision.estimate_nanos, cost,
+                                 usage or Usage(), status, a.version, error)
+        try:
+            await self.store.settle(a.hold_id, cost, entry)
+        except StoreUnavailable:
+            # The hold stays reserved in the store (still counted against the
+            # caps: safe), and the settlement is replayed when the store returns.
+            self.spool.add("settle", {"hold_id": a.hold_id, "cost_nanos": cost, "entry": entry})
+        self.telemetry.settled(a.ask.who.department, cost)
+        return cost
+
+    def _headers(self, a: _Attempt) -> list[tuple[str, str]]:
+        d = a.decision
+        headers = [("X-P402-Event-Id", a.event_id), ("X-P402-Estimate-Usd", format_usd(d.estimate_nanos))]
+        remaining = d.remaining_nanos
+        if remaining is not None:
+            headers.append(("X-P402-Budget-Remaining-Usd", format_usd(max(remaining, 0))))
+        if d.max_tokens_set and d.max_tokens is not None:
+            headers.append(("X-P402-Max-Tokens", str(d.max_tokens)))
+        return headers
+
+
+def _client_max_tokens(req: Inbound) -> int | None:
+    if req.route == "embeddings":
+        return None
+    value = req.body.get("max_completion_tokens", req.body.get("max_tokens"))
+    return int(value) if value is not None else None
+
+
+def _denial(event_id: str, d: Decision, now: datetime) -> Refusal:
+    assert d.deny_code is not None
+    recovery = d.recovery.as_dict() if d.recovery else None
+    p402 = {"deny_code": d.deny_code, "event_id": event_id, "scope": d.scope,
+            "budget": binding_view(d.binding), "estimate_usd": format_usd(d.estimate_nanos, 4) if d.estimate_nanos else None,
+            "recovery": recovery}
+    headers = [("X-P402-Deny-Code", d.deny_code), ("X-P402-Event-Id", event_id)]
+    if d.recovery is not None and d.recovery.retry_after_s is not None and d.recovery.action == "wait_for_reset":
+        headers.append(("Retry-After", str(d.recovery.retry_after_s)))
+    return Refusal(DENY_HTTP_STATUS[d.deny_code], d.deny_code, d.reason, p402=p402, headers=headers,
+                   error_type="p402_denied")
+
+
+def _stream_error(route: str, message: str) -> bytes:
+    """The in-band error event each SDK raises on when a stream fails after it started."""
+    if route == "messages":
+        return b"event: error\ndata: " + orjson.dumps(
+            {"type": "error", "error": {"type": "api_error", "message": message}}) + b"\n\n"
+    return b"data: " + orjson.dumps({"error": {"message": message, "type": "api_error", "code": "upstream_error"}}) + b"\n\n"

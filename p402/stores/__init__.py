@@ -1,0 +1,1 @@
+"""Budget stores: SQLite (embedded default) and PostgreSQL (replicas)."""

@@ -1,0 +1,1 @@
+"""The ASGI edge: client routes, admin routes, dashboard, metrics, HTTP error mapping."""

@@ -1,0 +1,204 @@
+"""The client routes, as raw ASGI (no framework on the hot path).
+
+`POST /v1/chat/completions`, `POST /v1/embeddings`, `POST /v1/messages` and
+`GET /v1/models`. This module only translates HTTP to `Inbound` and `Refusal` /
+`Admitted` back to HTTP; every decision is `Gateway.handle`'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Awaitable, Callable, Mapping
+
+import orjson
+
+from p402.core.money import format_usd
+from p402.core.policy import Policy
+from p402.core.scopes import HEADER_KINDS, Attribution
+from p402.pipeline.gateway import Admitted, Gateway, Inbound, Refusal
+from p402.web.envelopes import anthropic_error, openai_error
+
+__all__ = ["ClientRoutes", "ROUTES"]
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+ROUTES = {b"/v1/chat/completions": "chat", b"/v1/embeddings": "embeddings", b"/v1/messages": "messages"}
+_PATHS = {k.decode(): v for k, v in ROUTES.items()}
+_ATTRIBUTION_HEADERS = {f"x-p402-{k}".encode(): k for k in HEADER_KINDS}
+_JSON = (b"content-type", b"application/json")
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str, param: str | None = None, code: str = "invalid_request") -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+
+
+def _validate(route: str, body: Any) -> dict[str, Any]:
+    """Shape checks that name the offending field; the provider checks the rest."""
+    if not isinstance(body, dict):
+        raise BadRequest(400, "the request body must be a JSON object")
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise BadRequest(400, "model: required, a model name string", "model")
+    if route in ("chat", "messages"):
+        msgs = body.get("messages")
+        if not isinstance(msgs, list) or not msgs:
+            raise BadRequest(400, "messages: required, a non-empty list of messages", "messages")
+        for i, m in enumerate(msgs):
+            if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+                raise BadRequest(400, f"messages[{i}]: must be an object with a role", f"messages[{i}]")
+        for name in ("max_tokens", "max_completion_tokens"):
+            v = body.get(name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise BadRequest(400, f"{name}: must be a positive integer", name)
+        if "stream" in body and not isinstance(body["stream"], bool):
+            raise BadRequest(400, "stream: must be true or false", "stream")
+    else:
+        inp = body.get("input")
+        if not (isinstance(inp, str) or (isinstance(inp, list) and inp)):
+            raise BadRequest(400, "input: required, a string or a non-empty list", "input")
+    return body
+
+
+class ClientRoutes:
+    """The client-facing half of the ASGI app."""
+
+    def __init__(self, gateway: Gateway, policy: Callable[[], Policy], max_body_bytes: int,
+                 count: Callable[[str, int], None]) -> None:
+        self.gateway, self.policy, self.max_body_bytes, self.count = gateway, policy, max_body_bytes, count
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        if path == "/v1/models":
+            await self._models(scope, send)
+            return
+        route = _PATHS[path]
+        anthropic = route == "messages"
+        if scope["method"] != "POST":
+            await self._error(send, anthropic, 405, "method_not_allowed", f"{path} takes POST")
+            return
+        started = time.perf_counter()
+        headers = _headers(scope)
+        try:
+            raw = await _read_body(receive, self.max_body_bytes)
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                raise BadRequest(400, f"the request body is not valid JSON: {exc}") from None
+            body = _validate(route, body)
+        except BadRequest as exc:
+            await self._error(send, anthropic, exc.status, exc.code, exc.message, exc.param)
+            return
+        inbound = Inbound(route, body, _secret(headers), {k: headers[h] for h, k in _ATTRIBUTION_HEADERS.items()
+                                                          if h in headers},
+                          headers.get(b"x-p402-mandate"), started)
+        outcome = await self.gateway.handle(inbound)
+        if isinstance(outcome, Refusal):
+            await self._refuse(send, anthropic, outcome)
+        else:
+            await self._relay(scope, receive, send, outcome)
+        self.count(route, outcome.status if isinstance(outcome, Refusal) else outcome.reply.status)
+
+    async def _refuse(self, send: Send, anthropic: bool, r: Refusal) -> None:
+        if anthropic:
+            body = anthropic_error(r.status, r.message, r.p402, r.code if r.p402 is None else r.code)
+        else:
+            body = openai_error(r.message, r.error_type, r.code, r.param, r.p402)
+        await _respond(send, r.status, body, [(k.encode(), v.encode()) for k, v in r.headers])
+
+    async def _error(self, send: Send, anthropic: bool, status: int, code: str, message: str,
+                     param: str | None = None) -> None:
+        await self._refuse(send, anthropic, Refusal(status, code, message, param))
+
+    async def _relay(self, scope: Scope, receive: Receive, send: Send, a: Admitted) -> None:
+        extra = [(k.encode(), v.encode()) for k, v in a.headers]
+        if a.chunks is None:
+            assert a.reply.body is not None
+            await _respond(send, a.reply.status, a.reply.body, extra, a.reply.content_type.encode())
+            return
+        await send({"type": "http.response.start", "status": a.reply.status,
+                    "headers": [(b"content-type", a.reply.content_type.encode()), (b"cache-control", b"no-cache"),
+                                *extra]})
+        chunks = a.chunks
+
+        async def pump() -> None:
+            try:
+                async for chunk in chunks:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            finally:
+                await chunks.aclose()  # type: ignore[attr-defined]
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        pumping, watching = asyncio.ensure_future(pump()), asyncio.ensure_future(watch())
+        done, _ = await asyncio.wait({pumping, watching}, return_when=asyncio.FIRST_COMPLETED)
+        if pumping in done:
+            watching.cancel()
+        else:  # the client went away: stop the upstream call; the relay settles what was generated
+            pumping.cancel()
+        try:
+            await pumping
+        except (asyncio.CancelledError, OSError):
+            pass
+
+    async def _models(self, scope: Scope, send: Send) -> None:
+        headers = _headers(scope)
+        key = await self.gateway.keys.authenticate(_secret(headers))
+        if key is None:
+            await self._error(send, False, 401, "invalid_api_key", "missing, unknown or revoked API key")
+            return
+        policy = self.policy()
+        who = Attribution(tenant=key.tenant, key=key.id, department=key.department, employee=key.employee,
+                          workflow=key.workflow)
+        denied = frozenset().union(*(r.deny_categories for r in policy.rules if who.covers(r.scope)))
+        data = []
+        for m in policy.models.values():
+            if denied & m.categories:
+                continue
+            price = None
+            if m.price is not None:
+                price = {"input_per_mtok": format_usd(m.price.input), "output_per_mtok": format_usd(m.price.output)}
+            data.append({"id": m.name, "object": "model", "created": 0, "owned_by": m.provider,
+                         "p402": {"provider": m.provider, "upstream": m.upstream, "categories": sorted(m.categories),
+                                  "price": price, "max_output_tokens": m.max_output_tokens}})
+        await _respond(send, 200, orjson.dumps({"object": "list", "data": data}), [])
+
+
+def _headers(scope: Scope) -> dict[bytes, str]:
+    return {k.lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+def _secret(headers: Mapping[bytes, str]) -> str | None:
+    auth = headers.get(b"authorization")
+    if auth is not None and auth[:7].lower() == "bearer ":
+        return auth[7:].strip() or None
+    return headers.get(b"x-api-key") or None
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    parts, size = [], 0
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise BadRequest(400, "the client disconnected before sending the body")
+        chunk = msg.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BadRequest(413, f"the request body exceeds {limit} bytes (limits.max_body_bytes)",
+                             code="request_too_large")
+        parts.append(chunk)
+        if not msg.get("more_body"):
+            return b"".join(parts)
+
+
+async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]],
+                   content_type: bytes = b"application/json") -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *headers]})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,158 @@
+"""The composition root: the only place that picks concrete stores and providers.
+
+`Runtime` owns everything a running gateway needs and its background duties
+(policy refresh across replicas, hold expiry, spool replay).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import replace, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from p402.config import Config
+from p402.core.ids import new_id
+from p402.core.money import format_usd
+from p402.core.policy import ModelSpec
+from p402.errors import StoreUnavailable
+from p402.ops.apply import apply_config
+from p402.ops.policy_cache import POLL_INTERVAL_S, PolicyCache
+from p402.ops.spool import FileSpool
+from p402.pipeline.auth import KeyRing
+from p402.pipeline.gateway import Gateway
+from p402.pipeline.ports import Provider
+from p402.pipeline.records import iso
+from p402.pipeline.tokens import warm
+from p402.providers.prices import catalog_price
+from p402.web.metrics import Metrics
+
+__all__ = ["Runtime", "open_store", "build_runtime", "priced_models", "EXPIRY_INTERVAL_S"]
+
+EXPIRY_INTERVAL_S = 5.0
+log = logging.getLogger("p402")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+async def open_store(url: str) -> Any:
+    """The store a URL names: `sqlite:///PATH` or `postgresql://...`."""
+    if url.startswith("sqlite:///"):
+        from p402.stores.sqlite import SqliteStore
+        return SqliteStore.from_url(url)
+    if url.startswith(("postgresql://", "postgres://")):
+        from p402.stores.postgres import PostgresStore
+        return await PostgresStore.connect(url)
+    raise StoreUnavailable(f"unsupported store URL {url!r}")
+
+
+def build_providers(config: Config) -> dict[str, Provider]:
+    try:
+        from p402.providers.registry import build_providers as build
+    except ImportError:  # the registry arrives with the real adapters; the simulated one needs none
+        from p402.providers.simulated import SimulatedProvider
+        return {n: SimulatedProvider(s) for n, s in config.providers.items() if n == "simulated"}
+    return build(config.providers)
+
+
+def priced_models(config: Config) -> Config:
+    """Fill each model's price from the price package where the config gives none."""
+    models = []
+    for m in config.models:
+        if m.price is None:
+            price = catalog_price(m.provider, m.upstream)
+            m = replace(m, price=price) if price is not None else m
+        models.append(m)
+    return replace(config, models=tuple(models))
+
+
+def _mandate_states() -> Callable[..., Any] | None:
+    try:
+        from p402.mandates.book import states_from_objects
+    except ImportError:
+        return None
+    return states_from_objects  # type: ignore[no-any-return]
+
+
+@dataclass
+class Runtime:
+    """Everything a running gateway holds."""
+
+    config: Config
+    store: Any
+    policies: PolicyCache
+    keys: KeyRing
+    providers: dict[str, Provider]
+    metrics: Metrics
+    spool: FileSpool
+    gateway: Gateway
+    clock: Callable[[], datetime] = utcnow
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    async def refresh_policy(self, force: bool = False) -> None:
+        if await self.policies.refresh(force):
+            self.keys.invalidate()
+
+    def start_background(self) -> None:
+        self.tasks.append(asyncio.ensure_future(self._every(POLL_INTERVAL_S, self.refresh_policy)))
+        self.tasks.append(asyncio.ensure_future(self._every(EXPIRY_INTERVAL_S, self.expire)))
+        self.tasks.append(asyncio.ensure_future(self._every(EXPIRY_INTERVAL_S, self.replay_spool)))
+
+    async def expire(self) -> int:
+        now = self.clock()
+
+        def entry(hold: Any) -> dict[str, Any]:
+            return {"event_id": hold.event_id, "ref": hold.event_id, "ts": iso(now), "kind": "expire",
+                    "tenant": self.config.tenant, "hold_id": hold.id, "cost_usd": format_usd(hold.amount_nanos),
+                    "flags": ["orphaned"], "reason": "the request vanished; its hold's lease expired and it was "
+                                                     "settled at the reserved amount", "id": new_id("exp", now)}
+        return int(await self.store.expire_holds(now, entry))
+
+    async def replay_spool(self) -> int:
+        return await self.spool.replay(self.store)
+
+    async def _every(self, seconds: float, job: Callable[[], Any]) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await job()
+            except StoreUnavailable as exc:
+                log.warning("background %s: store unavailable: %s", getattr(job, "__name__", job), exc)
+            except Exception:  # a background duty must never die silently
+                log.exception("background job failed")
+
+    async def close(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        for t in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        for p in self.providers.values():
+            await p.close()
+        await self.store.close()
+
+
+async def build_runtime(config: Config, apply: bool = True, clock: Callable[[], datetime] = utcnow,
+                        spool_path: str | None = None) -> Runtime:
+    """Open the store, apply the config (declarative), load policy, build the gateway."""
+    config = priced_models(config)
+    store = await open_store(config.store)
+    if apply:
+        await apply_config(store, config, actor=f"config:{config.source}", now=clock())
+    policies = PolicyCache(config, store, _mandate_states())
+    await policies.refresh(force=True)
+    keys = KeyRing(store)
+    providers = build_providers(config)
+    metrics = Metrics()
+    if spool_path is None:
+        db = config.store.removeprefix("sqlite:///") if config.store.startswith("sqlite:///") else "p402"
+        spool_path = str(Path(db if db != ":memory:" else "p402").with_suffix(".spool.jsonl"))
+    spool = FileSpool(spool_path)
+    warm(tuple({m.tokenizer for m in config.models}))
+    gateway = Gateway(store, providers, policies, keys, metrics, spool, clock, config.hold_ttl_s)
+    return Runtime(config, store, policies, keys, providers, metrics, spool, gateway, clock)

@@ -1,0 +1,137 @@
+"""Test support: a standard test organisation and a real gateway on loopback.
+
+The gateway runs the real ASGI app under uvicorn in a background thread (its
+own event loop), exactly as `p402 serve` does; tests talk to it over HTTP with
+the official SDKs, and read the store through their own SQLite connection, as
+another replica or the CLI would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import uvicorn
+
+from p402.config import Config, parse_config
+from p402.web.app import GatewayApp
+
+ADMIN_TOKEN = "test-admin-token-0123456789"
+FINANCE_TOKEN = "test-finance-token-0123456789"
+VIEWER_TOKEN = "test-viewer-token-0123456789"
+SECRETS = {"alice": "sk-test-alice-0123456789abcdef", "bob": "sk-test-bob-0123456789abcdef",
+           "carol": "sk-test-carol-0123456789abcdef", "bot": "sk-test-bot-0123456789abcdef",
+           "eng": "sk-test-eng-0123456789abcdef"}
+
+
+def org(tmp: Path, budgets: list[dict[str, Any]] | None = None, policies: list[dict[str, Any]] | None = None,
+        **extra: Any) -> dict[str, Any]:
+    """The raw config of the test organisation (tweak and pass to `parse_config`)."""
+    raw: dict[str, Any] = {
+        "store": f"sqlite:///{tmp / 'p402.db'}",
+        "tenant": "acme",
+        "admin_tokens": [{"token": ADMIN_TOKEN, "role": "admin"}, {"token": FINANCE_TOKEN, "role": "finance"},
+                         {"token": VIEWER_TOKEN, "role": "viewer"}],
+        "providers": {"simulated": {"latency_ms": 0, "completion_tokens": 32}},
+        "models": [
+            {"name": "gpt-4o-mini", "provider": "simulated", "categories": ["chat", "standard"],
+             "price": {"input_per_mtok": "0.15", "output_per_mtok": "0.60"}},
+            {"name": "gpt-4o", "provider": "simulated", "categories": ["chat", "premium"],
+             "price": {"input_per_mtok": "2.50", "output_per_mtok": "10.00"}},
+            {"name": "claude-sonnet-4-5", "provider": "simulated", "categories": ["chat", "premium"],
+             "price": {"input_per_mtok": "3", "output_per_mtok": "15"}},
+            {"name": "text-embedding-3-small", "provider": "simulated", "categories": ["embedding"],
+             "price": {"input_per_mtok": "0.02", "output_per_mtok": "0"}},
+            {"name": "local-llm", "provider": "simulated", "upstream": "no-such-model-in-any-catalog",
+             "categories": ["chat"]},
+        ],
+        "departments": [{"id": "eng", "owner": "0x00000000000000000000000000000000000000e9"},
+                        {"id": "sales"}, {"id": "support"}],
+        "employees": [{"id": "alice", "department": "eng"}, {"id": "bob", "department": "eng"},
+                      {"id": "carol", "department": "sales"}],
+        "keys": [{"id": "k-alice", "employee": "alice", "secret": SECRETS["alice"]},
+                 {"id": "k-bob", "employee": "bob", "secret": SECRETS["bob"]},
+                 {"id": "k-carol", "employee": "carol", "secret": SECRETS["carol"]},
+                 {"id": "k-bot", "workflow": "support-bot", "department": "support", "secret": SECRETS["bot"]},
+                 {"id": "k-eng", "department": "eng", "secret": SECRETS["eng"]}],
+        "budgets": budgets if budgets is not None else [
+            {"id": "acme-month", "scope": "tenant:acme", "cap_usd": "1000", "period": "month"}],
+        "policies": policies or [],
+    }
+    raw.update(extra)
+    return raw
+
+
+def config_of(raw: dict[str, Any]) -> Config:
+    return parse_config(raw, "test.yaml")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Running:
+    base: str  # http://127.0.0.1:PORT
+    app: GatewayApp
+    config: Config
+    clients: list[Any] = field(default_factory=list)
+
+    def openai(self, who: str = "alice") -> Any:
+        """An official OpenAI SDK client for one of the test keys (closed when the gateway stops)."""
+        import openai
+        c = openai.OpenAI(base_url=f"{self.base}/v1", api_key=SECRETS.get(who, who), max_retries=0)
+        self.clients.append(c)
+        return c
+
+    def anthropic(self, who: str = "alice") -> Any:
+        """An official Anthropic SDK client for one of the test keys."""
+        import anthropic
+        c = anthropic.Anthropic(base_url=self.base, api_key=SECRETS.get(who, who), max_retries=0)
+        self.clients.append(c)
+        return c
+
+    @property
+    def runtime(self) -> Any:
+        return self.app.runtime
+
+    @property
+    def db_path(self) -> str:
+        return self.config.store.removeprefix("sqlite:///")
+
+
+@contextlib.contextmanager
+def gateway(config: Config) -> Iterator[Running]:
+    """Run the real gateway on an ephemeral loopback port for the duration of the block."""
+    port = free_port()
+    app = GatewayApp(config)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+                                           loop="uvloop", http="httptools", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(500):
+        if server.started or not thread.is_alive():
+            break
+        threading.Event().wait(0.01)
+    if not server.started:
+        raise RuntimeError("the test gateway did not start")
+    running = Running(f"http://127.0.0.1:{port}", app, config)
+    try:
+        yield running
+    finally:
+        for c in running.clients:
+            c.close()
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def run(coro: Any) -> Any:
+    """Drive a coroutine from a sync test."""
+    return asyncio.run(coro)

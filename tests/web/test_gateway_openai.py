@@ -1,0 +1,278 @@
+"""The gateway through the official OpenAI SDK: admits, denials, headers, streaming settlement."""
+
+from __future__ import annotations
+
+import sqlite3
+from decimal import Decimal
+from pathlib import Path
+
+import openai
+import orjson
+import pytest
+
+from tests.gatewaykit import SECRETS, config_of, gateway, org
+
+PROMPT = [{"role": "user", "content": "Summarise the quarterly cloud bill in one line."}]
+
+
+
+
+def ledger(db: str) -> list[dict]:
+    with sqlite3.connect(db) as c:
+        return [orjson.loads(r[0]) for r in c.execute("SELECT body FROM ledger ORDER BY seq")]
+
+
+def counters(db: str) -> dict[str, tuple[int, int]]:
+    with sqlite3.connect(db) as c:
+        out: dict[str, tuple[int, int]] = {}
+        for budget, settled, reserved in c.execute("SELECT budget_id, settled, reserved FROM counters"):
+            s, r = out.get(budget, (0, 0))
+            out[budget] = (s + settled, r + reserved)
+        return out
+
+
+def usd(text: str) -> Decimal:
+    return Decimal(text)
+
+
+def test_admit_settles_the_exact_cost_and_reports_it_in_headers(tmp_path: Path) -> None:
+    with gateway(config_of(org(tmp_path))) as gw:
+        raw = gw.openai().chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=PROMPT)
+        completion = raw.parse()
+        usage = completion.usage
+        assert usage is not None and usage.completion_tokens == 32
+        # 0.15 $/Mtok in, 0.60 $/Mtok out, exactly.
+        expected = (Decimal(usage.prompt_tokens) * Decimal("0.15") + 32 * Decimal("0.60")) / 1_000_000
+        assert usd(raw.headers["X-P402-Cost-Usd"]) == expected
+        # No max_tokens was sent: the gateway set the model's limit and said so.
+        assert raw.headers["X-P402-Max-Tokens"] == "4096"
+        assert usd(raw.headers["X-P402-Estimate-Usd"]) >= expected
+        assert float(raw.headers["X-P402-Overhead-Ms"]) >= 0
+        assert usd(raw.headers["X-P402-Budget-Remaining-Usd"]) <= Decimal("1000")
+        event_id = raw.headers["X-P402-Event-Id"]
+        rows = [r for r in ledger(gw.db_path) if r.get("event_id") == event_id]
+        assert [r["kind"] for r in rows] == ["decision", "settle"]
+        assert rows[0]["outcome"] == "allow" and rows[0]["department"] == "eng" and rows[0]["employee"] == "alice"
+        assert usd(rows[1]["cost_usd"]) == expected
+        assert counters(gw.db_path)["acme-month"] == (int(expected * 10**9), 0)
+
+
+def test_streaming_settles_from_the_usage_report_and_hides_it_unless_asked(tmp_path: Path) -> None:
+    with gateway(config_of(org(tmp_path))) as gw:
+        chunks = list(gw.openai().chat.completions.create(model="gpt-4o-mini", messages=PROMPT, stream=True,
+                                                              max_tokens=10))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text and all(c.usage is None for c in chunks)
+        with_usage = list(gw.openai().chat.completions.create(
+            model="gpt-4o-mini", messages=PROMPT, stream=True, max_tokens=10, stream_options={"include_usage": True}))
+        assert with_usage[-1].usage is not None and with_usage[-1].usage.completion_tokens == 10
+        settles = [r for r in ledger(gw.db_path) if r["kind"] == "settle"]
+        assert len(settles) == 2 and all(r["output_tokens"] == 10 for r in settles)
+        settled, reserved = counters(gw.db_path)["acme-month"]
+        assert reserved == 0
+        assert settled == sum(int(usd(r["cost_usd"]) * 10**9) for r in settles)
+
+
+def test_budget_exceeded_names_the_binding_budget_and_a_max_tokens_that_fits(tmp_path: Path) -> None:
+    budgets = [{"id": "acme-month", "scope": "tenant:acme", "cap_usd": "1000", "period": "month"},
+               {"id": "eng-month", "scope": "department:eng", "cap_usd": "0.001", "period": "month"}]
+    with gateway(config_of(org(tmp_path, budgets))) as gw:
+        with pytest.raises(openai.APIStatusError) as err:
+            gw.openai().chat.completions.create(model="gpt-4o-mini", messages=PROMPT, max_tokens=5000)
+        e = err.value
+        assert e.status_code == 402 and e.code == "BUDGET_EXCEEDED"
+        assert e.response.headers["X-P402-Deny-Code"] == "BUDGET_EXCEEDED"
+        body = e.body
+        assert isinstance(body, dict) and body["type"] == "p402_denied"
+        p = body["p402"]
+        assert p["deny_code"] == "BUDGET_EXCEEDED" and p["scope"] == "department:eng"
+        assert p["event_id"] == e.response.headers["X-P402-Event-Id"]
+        assert p["budget"]["id"] == "eng-month" and p["budget"]["cap_usd"] == "0.001"
+        assert p["budget"]["period"] == "month" and p["budget"]["resets_at"].endswith("Z")
+        assert p["recovery"]["action"] == "reduce_max_tokens" and p["recovery"]["owner"].startswith("0x")
+        assert "department:eng monthly budget would be exceeded" in body["message"]
+        fit = p["recovery"]["max_tokens"]
+        # The advice is exact: the suggested max_tokens is admitted, one more is not.
+        with pytest.raises(openai.APIStatusError):
+            gw.openai().chat.completions.create(model="gpt-4o-mini", messages=PROMPT, max_tokens=fit + 1)
+        ok = gw.openai().chat.completions.create(model="gpt-4o-mini", messages=PROMPT, max_tokens=fit)
+        assert ok.choices[0].message.content
+        assert [r["outcome"] for r in ledger(gw.db_path) if r["kind"] == "decision"] == ["deny", "deny", "allow"]
+
+
+def test_exhausted_budget_says_when_it_resets(tmp_path: Path) -> None:
+    budgets = [{"id": "bot-hourly", "scope": "workflow:support-bot", "cap_usd": "0.000001", "period": "hour"}]
+    with gateway(config_of(org(tmp_path, budgets))) as gw:
+        with pytest.raises(openai.APIStatusError) as err:
+            gw.openai("bot").chat.completions.create(model="gpt-4o-mini", messages=PROMPT, max_tokens=1)
+        e = err.value
+        assert e.status_code == 402
+        retry = int(e.response.headers["Retry-After"])
+        assert 0 < retry <= 3600
+        assert e.body["p402"]["recovery"] == {**e.body["p402"]["recovery"], "action": "wait_for_reset",
+                                              "retry_after_s": retry}
+
+
+def test_gateway_sets_the_largest_affordable_max_tokens(tmp_path: Path) -> None:
+    budgets = [{"id": "eng-month", "scope": "department:eng", "cap_usd": "0.0001", "period": "month"}]
+    with gateway(config_of(org(tmp_path, budgets))) as gw:
+        raw = gw.openai().chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=PROMPT)
+        granted = int(raw.headers["X-P402-Max-Tokens"])
+        assert 0 < granted < 4096
+        assert usd(raw.headers["X-P402-Estimate-Usd"]) <= Decimal("0.0001")
+
+
+def test_category_attribution_price_denials_and_their_precedence(tmp_path: Path) -> None:
+    policies = [{"scope": "department:sales", "deny_categories": ["premium"]},
+                {"scope": "department:eng", "require": ["project"]}]
+    raw = org(tmp_path, policies=policies, projects=[{"id": "search"}])
+    with gateway(config_of(raw)) as gw:
+        with pytest.raises(openai.PermissionDeniedError) as err:
+            gw.openai("carol").chat.completions.create(model="gpt-4o", messages=PROMPT)
+        p = err.value.body["p402"]
+        assert p["deny_code"] == "CATEGORY_DENIED" and p["scope"] == "department:sales"
+        assert p["recovery"]["action"] == "use_allowed_model"
+        assert "gpt-4o-mini" in p["recovery"]["allowed_models"] and "gpt-4o" not in p["recovery"]["allowed_models"]
+
+        with pytest.raises(openai.PermissionDeniedError) as err:
+            gw.openai("alice").chat.completions.create(model="gpt-4o-mini", messages=PROMPT)
+        p = err.value.body["p402"]
+        assert p["deny_code"] == "ATTRIBUTION_REQUIRED"
+        assert p["recovery"] == {**p["recovery"], "action": "add_attribution", "header": "X-P402-Project"}
+
+        with pytest.raises(openai.PermissionDeniedError) as err:
+            gw.openai("alice").chat.completions.create(model="gpt-4o-mini", messages=PROMPT,
+                                                             extra_headers={"X-P402-Project": "nonexistent"})
+        assert err.value.body["p402"]["deny_code"] == "ATTRIBUTION_REQUIRED"
+
+        with pytest.raises(openai.PermissionDeniedError) as err:
+            gw.openai("carol").chat.completions.create(model="local-llm", messages=PROMPT)
+        assert err.value.body["p402"]["deny_code"] == "PRICE_UNKNOWN"
+        assert err.value.body["p402"]["recovery"]["action"] == "add_price"
+
+        # Missing attribution outranks the category, which outranks the missing price.
+        with pytest.raises(openai.PermissionDeniedError) as err:
+            gw.openai("alice").chat.completions.create(model="local-llm", messages=PROMPT)
+        assert err.value.body["p402"]["deny_code"] == "ATTRIBUTION_REQUIRED"
+
+        ok = gw.openai("alice").chat.completions.create(model="gpt-4o-mini", messages=PROMPT,
+                                                              extra_headers={"X-P402-Project": "search"})
+        assert ok.choices[0].message.content
+        denials = [r for r in ledger(gw.db_path) if r.get("outcome") == "deny"]
+        assert [r["deny_code"] for r in denials] == ["CATEGORY_DENIED", "ATTRIBUTION_REQUIRED", "ATTRIBUTION_REQUIRED",
+                                                     "PRICE_UNKNOWN", "ATTRIBUTION_REQUIRED"]
+        assert all(r["reason"] and r["recovery"]["action"] for r in denials)
+
+
+def test_mandate_required_budget_denies_without_a_mandate(tmp_path: Path) -> None:
+    budgets = [{"id": "ap-agent", "scope": "workflow:ap-agent", "cap_usd": "100", "period": "month",
+                "requires_mandate": True}]
+    with gateway(config_of(org(tmp_path, budgets))) as gw:
+        with pytest.raises(openai.PermissionDeniedError) as err:
+            gw.openai("carol").chat.completions.create(model="gpt-4o-mini", messages=PROMPT,
+                                                             extra_headers={"X-P402-Workflow": "ap-agent"})
+        assert err.value.body["p402"]["deny_code"] == "MANDATE_INACTIVE"
+        assert err.value.body["p402"]["recovery"]["action"] == "renew_mandate"
+        # Other workflows are not under that budget.
+        assert gw.openai("carol").chat.completions.create(model="gpt-4o-mini", messages=PROMPT).choices
+
+
+def test_shadow_budget_logs_would_deny_but_admits(tmp_path: Path) -> None:
+    budgets = [{"id": "shadow", "scope": "tenant:acme", "cap_usd": "0.000001", "period": "day", "mode": "shadow"}]
+    with gateway(config_of(org(tmp_path, budgets))) as gw:
+        assert gw.openai("carol").chat.completions.create(model="gpt-4o-mini", messages=PROMPT).choices
+        decision = next(r for r in ledger(gw.db_path) if r["kind"] == "decision")
+        assert decision["outcome"] == "allow" and decision["flags"] == ["shadow:shadow"]
+        assert counters(gw.db_path)["shadow"][0] > 0  # the shadow budget still tracks spend
+
+
+def test_embeddings_are_metered(tmp_path: Path) -> None:
+    with gateway(config_of(org(tmp_path))) as gw:
+        raw = gw.openai("carol").embeddings.with_raw_response.create(
+            model="text-embedding-3-small", input=["budgets decide before the call", "second"])
+        result = raw.parse()
+        assert len(result.data) == 2 and len(result.data[0].embedding) == 16
+        assert usd(raw.headers["X-P402-Cost-Usd"]) == Decimal(result.usage.prompt_tokens) * Decimal("0.02") / 10**6
+
+
+def test_models_lists_what_the_key_may_use(tmp_path: Path) -> None:
+    raw = org(tmp_path, policies=[{"scope": "department:sales", "deny_categories": ["premium"]}])
+    with gateway(config_of(raw)) as gw:
+        carol = {m.id for m in gw.openai("carol").models.list()}
+        alice = {m.id for m in gw.openai("alice").models.list()}
+        assert "gpt-4o" in alice and "gpt-4o" not in carol and "gpt-4o-mini" in carol
+
+
+def test_unknown_missing_and_revoked_keys_get_401_and_no_provider_call(tmp_path: Path) -> None:
+    from tests.gatewaykit import ADMIN_TOKEN
+    import urllib.request
+    with gateway(config_of(org(tmp_path))) as gw:
+        bad = gw.openai("sk-not-a-key")
+        with pytest.raises(openai.AuthenticationError) as err:
+            bad.chat.completions.create(model="gpt-4o-mini", messages=PROMPT)
+        assert err.value.code == "invalid_api_key"
+        gw.openai("bob").chat.completions.create(model="gpt-4o-mini", messages=PROMPT)
+        req = urllib.request.Request(f"{gw.base}/admin/v1/keys/k-bob/revoke", method="POST",
+                                     headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        with urllib.request.urlopen(req) as resp:
+            assert resp.status == 200
+        with pytest.raises(openai.AuthenticationError):
+            gw.openai("bob").chat.completions.create(model="gpt-4o-mini", messages=PROMPT)
+        decisions = [r for r in ledger(gw.db_path) if r["kind"] == "decision"]
+        assert len(decisions) == 1  # nothing was decided, let alone sent upstream, for the refused keys
+
+
+def test_headers_add_scopes_but_never_escape_the_keys_department(tmp_path: Path) -> None:
+    budgets = [{"id": "eng-month", "scope": "department:eng", "cap_usd": "0.000001", "period": "month"}]
+    with gateway(config_of(org(tmp_path, budgets))) as gw:
+        # A header naming another department (or tenant/employee) changes nothing: there is no such header.
+        with pytest.raises(openai.APIStatusError) as err:
+            gw.openai("alice").chat.completions.create(
+                model="gpt-4o-mini", messages=PROMPT, max_tokens=5,
+                extra_headers={"X-P402-Department": "sales", "X-P402-Employee": "carol", "X-P402-Tenant": "other"})
+        assert err.value.status_code == 402
+        # A workflow key cannot claim another workflow.
+        with pytest.raises(openai.BadRequestError) as err:
+            gw.openai("bot").chat.completions.create(model="gpt-4o-mini", messages=PROMPT,
+                                                           extra_headers={"X-P402-Workflow": "other-bot"})
+        assert err.value.body["param"] == "X-P402-Workflow"
+        ok = gw.openai("carol").chat.completions.create(
+            model="gpt-4o-mini", messages=PROMPT, user="cust-42", extra_headers={"X-P402-Feature": "summaries"})
+        assert ok.choices
+        row = [r for r in ledger(gw.db_path) if r["kind"] == "decision"][-1]
+        assert (row["department"], row["customer"], row["feature"]) == ("sales", "cust-42", "summaries")
+
+
+@pytest.mark.parametrize("body, status, param", [
+    (b"{not json", 400, None),
+    (b"[1, 2]", 400, None),
+    (b'{"messages": [{"role": "user", "content": "x"}]}', 400, "model"),
+    (b'{"model": "gpt-4o-mini"}', 400, "messages"),
+    (b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "max_tokens": -3}', 400, "max_tokens"),
+    (b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}', 400, "stream"),
+    (b'{"model": "nope", "messages": [{"role": "user", "content": "x"}]}', 404, "model"),
+    (b'{"model": "gpt-4o-mini", "messages": ["hi"]}', 400, "messages[0]"),
+])
+def test_bad_input_gets_a_clear_4xx_naming_the_field(tmp_path: Path, body: bytes, status: int, param: str | None) -> None:
+    import urllib.error
+    import urllib.request
+    with gateway(config_of(org(tmp_path))) as gw:
+        req = urllib.request.Request(f"{gw.base}/v1/chat/completions", data=body, method="POST",
+                                     headers={"Authorization": f"Bearer {SECRETS['alice']}",
+                                              "Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req)
+        assert err.value.code == status
+        error = orjson.loads(err.value.read())["error"]
+        err.value.close()
+        assert error["param"] == param and error["message"]
+        if param:
+            assert param.split("[")[0] in error["message"]
+
+
+def test_oversized_body_is_refused_with_413(tmp_path: Path) -> None:
+    with gateway(config_of(org(tmp_path, limits={"max_body_bytes": 1000}))) as gw:
+        with pytest.raises(openai.APIStatusError) as err:
+            gw.openai().chat.completions.create(model="gpt-4o-mini",
+                                                    messages=[{"role": "user", "content": "x" * 5000}])
+        assert err.value.status_code == 413
