@@ -74,7 +74,7 @@ class _Ctx:
         self.source = source
 
     def fail(self, path: str, problem: str) -> ConfigError:
-        return ConfigError(f"{self.source}: {path}: {problem}" if path else f"{self.source}: {problem}")
+        return ConfigError(f"{self.source}: {path}: {problem}" if path else f"{self.source}: {problem}", path or None)
 
 
 def _expand(value: Any, ctx: _Ctx, path: str) -> Any:

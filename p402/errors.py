@@ -33,7 +33,15 @@ class P402Error(Exception):
 
 
 class ConfigError(P402Error):
-    """Invalid configuration; the message names where and what."""
+    """Invalid configuration; the message names where and what.
+
+    `path` is the key path alone (e.g. `budgets[1].cap_usd`), so the admin API can
+    name the offending field in `error.param` without parsing the message.
+    """
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class StoreError(P402Error):

@@ -20,6 +20,7 @@ from p402.core.money import format_usd
 from p402.core.policy import ModelSpec
 from p402.errors import StoreUnavailable
 from p402.ops.apply import apply_config
+from p402.ops.metrics import Metrics
 from p402.ops.policy_cache import POLL_INTERVAL_S, PolicyCache
 from p402.ops.spool import FileSpool
 from p402.pipeline.auth import KeyRing
@@ -28,7 +29,6 @@ from p402.pipeline.ports import Provider
 from p402.pipeline.records import iso
 from p402.pipeline.tokens import warm
 from p402.providers.prices import catalog_price
-from p402.web.metrics import Metrics
 
 __all__ = ["Runtime", "open_store", "build_runtime", "priced_models", "EXPIRY_INTERVAL_S"]
 
@@ -93,12 +93,14 @@ class Runtime:
     gateway: Gateway
     clock: Callable[[], datetime] = utcnow
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    loop: asyncio.AbstractEventLoop | None = None  # the loop serving this runtime (set at start)
 
     async def refresh_policy(self, force: bool = False) -> None:
         if await self.policies.refresh(force):
             self.keys.invalidate()
 
     def start_background(self) -> None:
+        self.loop = asyncio.get_running_loop()
         self.tasks.append(asyncio.ensure_future(self._every(POLL_INTERVAL_S, self.refresh_policy)))
         self.tasks.append(asyncio.ensure_future(self._every(EXPIRY_INTERVAL_S, self.expire)))
         self.tasks.append(asyncio.ensure_future(self._every(EXPIRY_INTERVAL_S, self.replay_spool)))
@@ -150,7 +152,7 @@ async def build_runtime(config: Config, apply: bool = True, clock: Callable[[], 
     providers = build_providers(config)
     metrics = Metrics()
     if spool_path is None:
-        db = config.store.removeprefix("sqlite:///") if config.store.startswith("sqlite:///") else "p402"
+        db = config.store.removeprefix("sqlite:///").partition("?")[0] if config.store.startswith("sqlite:///") else "p402"
         spool_path = str(Path(db if db != ":memory:" else "p402").with_suffix(".spool.jsonl"))
     spool = FileSpool(spool_path)
     warm(tuple({m.tokenizer for m in config.models}))

@@ -43,7 +43,7 @@ def org(tmp: Path, budgets: list[dict[str, Any]] | None = None, policies: list[d
              "price": {"input_per_mtok": "0.15", "output_per_mtok": "0.60"}},
             {"name": "gpt-4o", "provider": "simulated", "categories": ["chat", "premium"],
              "price": {"input_per_mtok": "2.50", "output_per_mtok": "10.00"}},
-            {"name": "claude-sonnet-4-5", "provider": "simulated", "categories": ["chat", "premium"],
+            {"name": "claude-sonnet-4-6", "provider": "simulated", "categories": ["chat", "premium"],
              "price": {"input_per_mtok": "3", "output_per_mtok": "15"}},
             {"name": "text-embedding-3-small", "provider": "simulated", "categories": ["embedding"],
              "price": {"input_per_mtok": "0.02", "output_per_mtok": "0"}},

@@ -114,7 +114,7 @@ async def cmd_keys_revoke(args: argparse.Namespace) -> int:
     try:
         now = datetime.now(timezone.utc)
         await store.revoke_key(args.id, policy_entry(new_id("evt", now), now, config.tenant, "revoke", "key",
-                                                     args.id, "cli", None, None))
+                                                     args.id, "cli", {"revoked": False}, {"revoked": True}))
     finally:
         await store.close()
     print(f"key {args.id} revoked")

@@ -36,7 +36,7 @@ def demo_config(workdir: Path, admin_token: str) -> Config:
         "models": [
             {"name": "gpt-4o-mini", "provider": "simulated", "categories": ["chat", "standard"]},
             {"name": "gpt-4o", "provider": "simulated", "categories": ["chat", "premium"]},
-            {"name": "claude-sonnet-4-5", "provider": "simulated", "categories": ["chat", "premium"],
+            {"name": "claude-sonnet-4-6", "provider": "simulated", "categories": ["chat", "premium"],
              "price": {"input_per_mtok": "3", "output_per_mtok": "15"}},
             {"name": "text-embedding-3-small", "provider": "simulated", "categories": ["embedding"]},
             {"name": "local-llm", "provider": "simulated", "categories": ["chat"]},
@@ -97,7 +97,7 @@ SCENARIOS: list[tuple[str, str, str, dict[str, Any], dict[str, str]]] = [
     ("dave embeds a document", "dave", "/v1/embeddings",
      {"model": "text-embedding-3-small", "input": ["budgets decide before the call"]}, {}),
     ("bob calls claude via the Anthropic Messages API", "bob", "/v1/messages",
-     {"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": [{"role": "user", "content": "Hi Claude"}]},
+     {"model": "claude-sonnet-4-6", "max_tokens": 64, "messages": [{"role": "user", "content": "Hi Claude"}]},
      {"X-P402-Project": "billing"}),
 ]
 

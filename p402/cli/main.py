@@ -12,7 +12,7 @@ import sys
 from typing import Any, Callable, NoReturn, Sequence
 
 from p402 import __version__
-from p402.errors import P402Error
+from p402.errors import ConfigError, P402Error
 
 __all__ = ["main", "build_parser", "CliError"]
 
@@ -129,6 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"p402: {exc}", file=sys.stderr)
         return exc.code
+    except ConfigError as exc:
+        # A bad or missing config file is a user mistake (exit 2, as the module docstring says).
+        print(f"p402: {exc}", file=sys.stderr)
+        return 2
     except P402Error as exc:
         print(f"p402: {exc}", file=sys.stderr)
         return 1
@@ -137,4 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # Run the package's copy of this module, not `__main__`'s: the commands raise
+    # `p402.cli.main.CliError`, which a `__main__.CliError` handler would not catch
+    # (`python -m p402.cli.main` printed tracebacks for user mistakes).
+    from p402.cli.main import main as _main
+    sys.exit(_main())

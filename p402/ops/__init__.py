@@ -1,1 +1,2 @@
-"""Application operations shared by the CLI and the admin API: apply, keys, budgets, spend, policy snapshots."""
+"""Application operations shared by the CLI, the admin API and the runtime: apply, keys, budgets, spend,
+policy snapshots, the spool and metrics."""

@@ -49,6 +49,8 @@ class SimulatedProvider:
         self.name = name
         self.latency_s = float(settings.get("latency_ms", 20)) / 1000
         self.completion_tokens = int(settings.get("completion_tokens", 32))
+        # Optional pause between streamed tokens (default none), to mimic a model's generation speed.
+        self.stream_delay_s = float(settings.get("stream_delay_ms", 0)) / 1000
         self._seq = 0
 
     async def close(self) -> None:
@@ -125,7 +127,7 @@ class SimulatedProvider:
         for word in _text(out):
             usage.output_tokens += 1
             yield chunk({"content": word}, None)
-            await asyncio.sleep(0)
+            await asyncio.sleep(self.stream_delay_s)
         usage.reported = True
         yield chunk({}, "length" if truncated else "stop")
         if want_usage:
@@ -145,7 +147,7 @@ class SimulatedProvider:
             usage.output_tokens += 1
             yield _event("content_block_delta", {"type": "content_block_delta", "index": 0,
                                                  "delta": {"type": "text_delta", "text": word}})
-            await asyncio.sleep(0)
+            await asyncio.sleep(self.stream_delay_s)
         yield _event("content_block_stop", {"type": "content_block_stop", "index": 0})
         usage.reported = True
         yield _event("message_delta", {"type": "message_delta",

@@ -24,7 +24,7 @@ from p402.core.policy import CounterKey
 from p402.errors import Conflict, NotFound, StoreError, StoreUnavailable
 from p402.pipeline.ports import EntryBuilder, HoldInfo, KeyRecord, LedgerEvent, LedgerFilter
 
-__all__ = ["SqliteStore", "LEDGER_COLUMNS"]
+__all__ = ["SqliteStore", "LEDGER_COLUMNS", "DEFAULT_BUSY_TIMEOUT_MS"]
 
 # Ledger columns that copy a body field (column -> body key); verify checks them.
 LEDGER_COLUMNS = {"event_id": "event_id", "ts": "ts", "kind": "kind", "deny_code": "deny_code",
@@ -33,7 +33,11 @@ LEDGER_COLUMNS = {"event_id": "event_id", "ts": "ts", "kind": "kind", "deny_code
 _INSERT_LEDGER = ("INSERT INTO ledger (seq, body, prev_hash, hash, " + ", ".join(LEDGER_COLUMNS)
                   + ") VALUES (" + ", ".join("?" * (4 + len(LEDGER_COLUMNS))) + ")")
 _SPEND_KEYS = ("department", "employee", "project", "customer", "feature", "workflow", "key", "model")
-_BUSY_TIMEOUT_MS = 5000
+# How long a writer waits for another process's write lock before the store counts
+# as unavailable (and the request fails closed). Write transactions here take
+# tens of microseconds, so a wait this long means something is wrong. The wait
+# blocks this event loop: keep it short. Set with `?busy_timeout_ms=` on the URL.
+DEFAULT_BUSY_TIMEOUT_MS = 1000
 
 
 def _dumps(value: object) -> bytes:
@@ -45,7 +49,7 @@ def _dumps(value: object) -> bytes:
 class SqliteStore:
     """Budget store over one SQLite file (or `:memory:` for throwaway use)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> None:
         self.path = path
         if path != ":memory:":
             parent = Path(path).parent
@@ -53,7 +57,7 @@ class SqliteStore:
                 raise StoreUnavailable(f"cannot open store {path}: directory {parent} does not exist")
         try:
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self.db.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+            self.db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(resources.files("p402.stores").joinpath("schema_sqlite.sql").read_text())
@@ -65,7 +69,15 @@ class SqliteStore:
         """`sqlite:///./p402.db` (relative), `sqlite:////var/p402.db` (absolute), `sqlite:///:memory:`."""
         if not url.startswith("sqlite:///"):
             raise StoreUnavailable(f"store URL {url!r} must start with sqlite:/// (or postgresql://)")
-        return cls(url[len("sqlite:///"):])
+        path, _, query = url[len("sqlite:///"):].partition("?")
+        params = dict(p.partition("=")[::2] for p in query.split("&") if p)
+        try:
+            timeout = int(params.pop("busy_timeout_ms", DEFAULT_BUSY_TIMEOUT_MS))
+        except ValueError:
+            raise StoreUnavailable(f"store URL {url!r}: busy_timeout_ms must be an integer") from None
+        if params:
+            raise StoreUnavailable(f"store URL {url!r}: unknown parameter(s) {', '.join(params)}")
+        return cls(path, timeout)
 
     # -- transactions ---------------------------------------------------------
 

@@ -81,7 +81,9 @@ def endpoint(runtime: Any, area: str | None,
         except ApiError as e:
             return _error(e)
         except ConfigError as e:
-            return _error(ApiError(400, str(e), "invalid_request"))
+            # Payloads are validated as "body": error.param names the field without that prefix.
+            param = e.path.removeprefix("body.") if e.path and e.path != "body" else None
+            return _error(ApiError(400, str(e), "invalid_request", param))
         except NotFound as e:
             return _error(ApiError(404, str(e), "not_found"))
         except Conflict as e:
@@ -206,7 +208,9 @@ def admin_app(runtime: Any) -> Starlette:
     async def revoke_key(request: Request, role: str) -> Any:
         ident = request.path_params["id"]
         now = runtime.clock()
-        entry = policy_entry(new_id("evt", now), now, tenant, "revoke", "key", ident, f"admin:{role}", None, None)
+        # before/after say what changed, as every policy row does (the key itself is not deleted).
+        entry = policy_entry(new_id("evt", now), now, tenant, "revoke", "key", ident, f"admin:{role}",
+                             {"revoked": False}, {"revoked": True})
         await store.revoke_key(ident, entry)
         runtime.keys.invalidate()
         await runtime.refresh_policy()

@@ -1,43 +1,7 @@
-"""Prometheus metrics (`GET /metrics`): requests, decisions by deny code, spend by department, decision latency."""
+"""The `/metrics` exposition, re-exported for the web edge (the collectors live in `p402.ops.metrics`)."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
-
-from p402.core.money import NANOS_PER_USD
+from p402.ops.metrics import CONTENT_TYPE_LATEST, Metrics
 
 __all__ = ["Metrics", "CONTENT_TYPE_LATEST"]
-
-# Decisions take microseconds; buckets from 10 µs to 1 s.
-_DECISION_BUCKETS = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 0.1, 1.0)
-
-
-class Metrics:
-    """Implements the pipeline's Telemetry port on a private registry."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter("p402_requests", "Client requests by route and HTTP status",
-                                ("route", "status"), registry=self.registry)
-        self.decisions = Counter("p402_decisions", "Budget decisions by outcome and deny code",
-                                 ("outcome", "deny_code"), registry=self.registry)
-        self.spend = Counter("p402_spend_usd", "Settled spend in USD by department", ("department",),
-                             registry=self.registry)
-        self.latency = Histogram("p402_decision_seconds", "Time to decide and reserve (the policy decision)",
-                                 buckets=_DECISION_BUCKETS, registry=self.registry)
-
-    def decision(self, outcome: str, deny_code: str | None, seconds: float) -> None:
-        self.decisions.labels(outcome, deny_code or "").inc()
-        self.latency.observe(seconds)
-
-    def settled(self, department: str, cost_nanos: int) -> None:
-        if cost_nanos:
-            # A float here is only an exported gauge of money; the ledger keeps it exact.
-            self.spend.labels(department or "-").inc(cost_nanos / NANOS_PER_USD)
-
-    def request(self, route: str, status: int) -> None:
-        self.requests.labels(route, str(status)).inc()
-
-    def render(self) -> bytes:
-        return generate_latest(self.registry)

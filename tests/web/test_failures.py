@@ -1,0 +1,103 @@
+"""Failure paths: fail closed with a spool, orphaned holds, clients that leave mid-stream."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sqlite3
+import time
+import urllib.request
+from pathlib import Path
+
+import openai
+import orjson
+import pytest
+
+from p402.core.decision import Ask, Plan, decide, prepare
+from p402.core.scopes import Attribution
+from p402.pipeline.records import decision_entry
+from p402.stores.sqlite import SqliteStore
+from tests.gatewaykit import SECRETS, config_of, gateway, org
+
+PROMPT = [{"role": "user", "content": "hello"}]
+
+
+def rows(db: Path) -> list[dict]:
+    with sqlite3.connect(db) as c:
+        return [orjson.loads(r[0]) for r in c.execute("SELECT body FROM ledger ORDER BY seq")]
+
+
+def on_loop(gw, coro):  # type: ignore[no-untyped-def]
+    """Run a coroutine on the gateway's own event loop (its store connection lives there)."""
+    return asyncio.run_coroutine_threadsafe(coro, gw.runtime.loop).result(timeout=10)
+
+
+def test_store_unreachable_fails_closed_and_the_spooled_decision_reaches_the_ledger(tmp_path: Path) -> None:
+    raw = org(tmp_path)
+    raw["store"] += "?busy_timeout_ms=50"
+    with gateway(config_of(raw)) as gw:
+        blocker = sqlite3.connect(tmp_path / "p402.db", isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")  # another writer holds the store: nothing can be reserved
+        try:
+            with pytest.raises(openai.APIStatusError) as err:
+                gw.openai().chat.completions.create(model="gpt-4o-mini", messages=PROMPT)
+            assert err.value.status_code == 503 and err.value.code == "POLICY_UNAVAILABLE"
+            with urllib.request.urlopen(f"{gw.base}/readyz") as ready:
+                assert ready.status == 200  # reads still work while a writer holds the lock
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        event_id = err.value.response.headers["X-P402-Event-Id"]
+        assert event_id not in {r["event_id"] for r in rows(tmp_path / "p402.db")}
+        assert on_loop(gw, gw.runtime.replay_spool()) == 1
+        spooled = [r for r in rows(tmp_path / "p402.db") if r["event_id"] == event_id]
+        assert len(spooled) == 1 and spooled[0]["error"] == "POLICY_UNAVAILABLE" and spooled[0]["outcome"] == "deny"
+        assert gw.runtime.spool.pending() == 0
+        # And service resumes by itself.
+        assert gw.openai().chat.completions.create(model="gpt-4o-mini", messages=PROMPT).choices
+
+
+def test_a_hold_whose_request_vanished_is_settled_at_its_reservation_and_flagged_orphaned(tmp_path: Path) -> None:
+    raw = org(tmp_path, limits={"hold_ttl_s": 0.2})
+    with gateway(config_of(raw)) as gw:
+        # A replica reserves and crashes before it can settle: its hold is left behind.
+        crashed = SqliteStore(str(tmp_path / "p402.db"))
+        policy = gw.runtime.policies.current
+        now = gw.runtime.clock()
+        ask = Ask(Attribution("acme", "k-alice", "eng", "alice"), policy.models["gpt-4o-mini"], 10, 100, True, now)
+        plan = prepare(ask, policy)
+        assert isinstance(plan, Plan)
+        decision, hold = asyncio.run(crashed.reserve(plan, decide, lambda d, h: decision_entry(
+            "evt_crashed", now, ask, "chat", d, policy.version, h), 0.2, now))
+        asyncio.run(crashed.close())
+        assert decision.allowed and hold
+        time.sleep(0.3)
+        assert on_loop(gw, gw.runtime.expire()) == 1
+        expired = [r for r in rows(tmp_path / "p402.db") if r["kind"] == "expire"]
+        assert len(expired) == 1 and expired[0]["flags"] == ["orphaned"] and expired[0]["event_id"] == "evt_crashed"
+        with sqlite3.connect(tmp_path / "p402.db") as db:
+            settled, reserved = db.execute("SELECT settled, reserved FROM counters").fetchone()
+        assert (settled, reserved) == (decision.estimate_nanos, 0)
+
+
+def test_a_client_leaving_mid_stream_stops_the_call_and_pays_for_what_was_generated(tmp_path: Path) -> None:
+    raw = org(tmp_path)
+    raw["providers"]["simulated"].update({"completion_tokens": 400, "stream_delay_ms": 20})
+    with gateway(config_of(raw)) as gw:
+        host, port = gw.base.removeprefix("http://").split(":")
+        body = orjson.dumps({"model": "gpt-4o-mini", "stream": True, "messages": PROMPT})
+        with socket.create_connection((host, int(port))) as s:
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Authorization: Bearer " + SECRETS["alice"].encode() + b"\r\nContent-Length: "
+                      + str(len(body)).encode() + b"\r\n\r\n" + body)
+            received = b""
+            while received.count(b"data: ") < 5:
+                received += s.recv(4096)
+        deadline = time.time() + 5
+        while time.time() < deadline and not [r for r in rows(tmp_path / "p402.db") if r["kind"] == "settle"]:
+            time.sleep(0.05)
+        settle = [r for r in rows(tmp_path / "p402.db") if r["kind"] == "settle"]
+        assert len(settle) == 1 and settle[0]["status"] == "client_disconnected"
+        assert 4 <= settle[0]["output_tokens"] < 400  # stopped long before the full answer
+        with sqlite3.connect(tmp_path / "p402.db") as db:
+            assert db.execute("SELECT SUM(reserved) FROM counters").fetchone()[0] == 0
