@@ -255,7 +255,7 @@ def parse_config(raw: Any, source: str = "p402.yaml") -> Config:
     models = tuple(_model(ctx, f"models[{i}]", m, providers) for i, m in enumerate(_list_of_dicts(ctx, raw, "models")))
     names = [m.name for m in models]
     for i, m in enumerate(models):
-        if names.count(m.name) > 1:
+        if m.name in names[:i]:  # name the repeat, not the original (as departments and employees do)
             raise ctx.fail(f"models[{i}].name", f"model {m.name!r} is listed twice")
         for f in m.fallbacks:
             if f not in names:
@@ -298,7 +298,7 @@ def parse_config(raw: Any, source: str = "p402.yaml") -> Config:
     budgets = tuple(parse_budget(b, f"budgets[{i}]", ctx, dept_owners) for i, b in enumerate(_list_of_dicts(ctx, raw, "budgets")))
     ids = [b.id for b in budgets]
     for i, b in enumerate(budgets):
-        if ids.count(b.id) > 1:
+        if b.id in ids[:i]:  # name the repeat, not the original
             raise ctx.fail(f"budgets[{i}].id", f"budget {b.id!r} is listed twice")
 
     rules = []

@@ -71,14 +71,6 @@ def priced_models(config: Config) -> Config:
     return replace(config, models=tuple(models))
 
 
-def _mandate_states() -> Callable[..., Any] | None:
-    try:
-        from p402.mandates.book import states_from_objects
-    except ImportError:
-        return None
-    return states_from_objects  # type: ignore[no-any-return]
-
-
 @dataclass
 class Runtime:
     """Everything a running gateway holds."""
@@ -146,7 +138,7 @@ async def build_runtime(config: Config, apply: bool = True, clock: Callable[[], 
     store = await open_store(config.store)
     if apply:
         await apply_config(store, config, actor=f"config:{config.source}", now=clock())
-    policies = PolicyCache(config, store, _mandate_states())
+    policies = PolicyCache(config, store, clock)
     await policies.refresh(force=True)
     keys = KeyRing(store)
     providers = build_providers(config)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import secrets
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ import aiohttp
 import yaml
 
 from p402.config import Config, load_config
+from p402.mandates import load_key, new_identity, save_key, sign_mandate, sign_override
 
 __all__ = ["demo_config", "run_demo", "SCENARIOS"]
 
@@ -26,8 +29,16 @@ _KEYS = ("alice", "bob", "carol", "dave", "bot")
 
 
 def demo_config(workdir: Path, admin_token: str) -> Config:
-    """Write the demo's p402.yaml (so the CLI can be pointed at it) and load it."""
+    """Write the demo's p402.yaml (so the CLI can be pointed at it) and load it.
+
+    The support lead owns the bot's and the AP agent's budgets through a fresh
+    secp256k1 identity whose key file lands in the demo directory: the demo
+    signs a mandate and an override with it while traffic runs.
+    """
     secrets_by_key = {k: f"sk-demo-{k}-{secrets.token_urlsafe(12)}" for k in _KEYS}
+    owner_key, owner, registration = new_identity("support-lead")
+    save_key(workdir / "support-lead.key.json", owner_key, name="support-lead", overwrite=True)
+    (workdir / "support-lead.registration.json").write_text(json.dumps(registration, indent=2) + "\n")
     raw: dict[str, Any] = {
         "store": f"sqlite:///{workdir / 'p402.db'}",
         "tenant": "acme",
@@ -42,7 +53,7 @@ def demo_config(workdir: Path, admin_token: str) -> Config:
             {"name": "local-llm", "provider": "simulated", "categories": ["chat"]},
         ],
         "departments": [{"id": "eng", "owner": "0x0000000000000000000000000000000000000e09"},
-                        {"id": "sales"}, {"id": "research"}, {"id": "support"}],
+                        {"id": "sales"}, {"id": "research"}, {"id": "support", "owner": owner}],
         "employees": [{"id": "alice", "department": "eng"}, {"id": "bob", "department": "eng"},
                       {"id": "carol", "department": "sales"}, {"id": "dave", "department": "research"}],
         "keys": [{"id": "k-alice", "employee": "alice", "secret": secrets_by_key["alice"]},
@@ -56,12 +67,13 @@ def demo_config(workdir: Path, admin_token: str) -> Config:
             {"id": "eng-month", "scope": "department:eng", "cap_usd": "5000", "period": "month"},
             {"id": "per-employee", "scope": "department:eng", "per": "employee", "cap_usd": "200", "period": "month"},
             {"id": "premium", "scope": "department:eng", "categories": ["premium"], "cap_usd": "500", "period": "month"},
-            {"id": "bot-hourly", "scope": "workflow:support-bot", "cap_usd": "0.0003", "period": "hour"},
+            {"id": "bot-hourly", "scope": "workflow:support-bot", "cap_usd": "0.0002", "period": "hour",
+             "owner": owner},
             {"id": "big-call", "scope": "tenant:acme", "cap_usd": "0.05", "period": "request"},
             {"id": "research-shadow", "scope": "department:research", "cap_usd": "0.0001", "period": "day",
              "mode": "shadow"},
             {"id": "ap-agent", "scope": "workflow:ap-agent", "cap_usd": "100", "period": "month",
-             "requires_mandate": True},
+             "requires_mandate": True, "owner": owner},
         ],
         "policies": [{"scope": "department:sales", "deny_categories": ["premium"]},
                      {"scope": "department:eng", "require": ["project"]}],
@@ -88,10 +100,12 @@ SCENARIOS: list[tuple[str, str, str, dict[str, Any], dict[str, str]]] = [
      {"model": "local-llm", "messages": [{"role": "user", "content": "Hi"}]}, {}),
     ("the support bot answers a ticket", "bot", "/v1/chat/completions",
      {"model": "gpt-4o-mini", "max_tokens": 200, "messages": [{"role": "user", "content": "Where is my order?"}]}, {}),
+    ("the support bot answers another ticket", "bot", "/v1/chat/completions",
+     {"model": "gpt-4o-mini", "max_tokens": 200, "messages": [{"role": "user", "content": "Refund please"}]}, {}),
     ("alice asks gpt-4o for 100k tokens in one call", "alice", "/v1/chat/completions",
      {"model": "gpt-4o", "max_tokens": 100000, "messages": [{"role": "user", "content": "Write a novel."}]},
      {"X-P402-Project": "search"}),
-    ("carol runs the unmandated ap-agent workflow", "carol", "/v1/chat/completions",
+    ("carol runs the ap-agent workflow (needs a mandate)", "carol", "/v1/chat/completions",
      {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Pay invoice 42."}]},
      {"X-P402-Workflow": "ap-agent"}),
     ("dave embeds a document", "dave", "/v1/embeddings",
@@ -115,13 +129,37 @@ async def _one(session: aiohttp.ClientSession, base: str, secret: str, scenario:
         return f"  ALLOW {r.status} ${cost:<20} {label}"
 
 
-async def traffic(base: str, secrets_by_key: dict[str, str], rate: float, stop: asyncio.Event) -> int:
-    """Send the scenarios round and round at `rate` requests per second until `stop`."""
+async def _owner_signs(session: aiohttp.ClientSession, base: str, admin_token: str, workdir: Path) -> None:
+    """The budget owner signs a mandate for the AP agent and raises the bot's hourly budget."""
+    key, owner = load_key(workdir / "support-lead.key.json")
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    mandate = sign_mandate({"budget": "ap-agent", "scope": "workflow:ap-agent", "cap_usd": "100", "period": "month",
+                            "valid_until": (now + timedelta(days=30)).isoformat()}, key, now=now)
+    override = sign_override({"budget": "bot-hourly", "extra_usd": "0.01",
+                              "window_end": (now + timedelta(hours=1)).isoformat()}, key, now=now)
+    headers = {"Authorization": f"Bearer {admin_token}"}
+    for path, doc, what in (("/admin/v1/mandates", mandate, "a mandate for workflow ap-agent ($100/month)"),
+                            ("/admin/v1/overrides", override, "an override: bot-hourly +$0.01 for one hour")):
+        async with session.post(base + path, json=doc, headers=headers) as r:
+            body = await r.json()
+            status = "accepted" if r.status in (200, 201) else f"refused ({r.status}: {body})"
+        print(f"{time.strftime('%H:%M:%S')}  OWNER {owner[:10]}… signed {what}: {status}", flush=True)
+
+
+async def traffic(base: str, secrets_by_key: dict[str, str], rate: float, stop: asyncio.Event,
+                  admin_token: str = "", workdir: Path | None = None) -> int:
+    """Send the scenarios round and round at `rate` requests per second until `stop`.
+
+    After three rounds the budget owner signs a mandate and an override, so the
+    denials they cause turn into admits while you watch.
+    """
     sent = 0
     async with aiohttp.ClientSession() as session:
         for scenario in itertools.cycle(SCENARIOS):
             if stop.is_set():
                 break
+            if sent == 3 * len(SCENARIOS) and workdir is not None:
+                await _owner_signs(session, base, admin_token, workdir)
             line = await _one(session, base, secrets_by_key[scenario[1]], scenario)
             print(time.strftime("%H:%M:%S") + line, flush=True)
             sent += 1
@@ -156,7 +194,7 @@ Try it yourself:
 
 Traffic (Ctrl-C to stop):""", flush=True)
     stop = asyncio.Event()
-    sender = asyncio.ensure_future(traffic(base, key_secrets, rate, stop))
+    sender = asyncio.ensure_future(traffic(base, key_secrets, rate, stop, admin_token, workdir))
     try:
         if duration is None:
             await asyncio.Event().wait()

@@ -167,7 +167,7 @@ def _header_for(kind: str) -> str:
 def prepare(ask: Ask, policy: Policy) -> Decision | Plan:
     """Every check that needs no balance, in precedence order; else the plan."""
     who, model, now = ask.who, ask.model, ask.now
-    applicable = [b for b in policy.budgets if b.applies_to(who, model.categories)]
+    applicable = policy.budgets_for(who, model.categories)
 
     if ask.presented_mandate is not None:
         presented = [m for m in policy.mandates.values() if m.digest == ask.presented_mandate]

@@ -50,8 +50,27 @@ def _localize(naive: datetime, tz: tzinfo) -> datetime:
     return naive.replace(tzinfo=tz)
 
 
+# The last window computed per (period, timezone). Windows of one period tile the
+# timeline, so a window that contains `now` is *the* window for `now`: every
+# request of the same hour/day/month reuses it instead of redoing the calendar
+# arithmetic (several microseconds per budget, on every request). Bounded by
+# the number of periods times the timezones in use.
+_LAST: dict[tuple[str, tzinfo], Window] = {}
+
+
 def window_for(period: str, now: datetime, tz: tzinfo = timezone.utc) -> Window:
     """The window of `period` containing `now` (an aware datetime)."""
+    last = _LAST.get((period, tz))
+    if last is not None and now.tzinfo is not None and last.start <= now and (last.end is None or now < last.end):
+        return last
+    window = _window_for(period, now, tz)
+    if len(_LAST) >= 64:
+        _LAST.clear()
+    _LAST[(period, tz)] = window
+    return window
+
+
+def _window_for(period: str, now: datetime, tz: tzinfo) -> Window:
     if period == "total":
         return Window(TOTAL_START, None)
     if period == "request":

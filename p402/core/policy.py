@@ -8,11 +8,12 @@ the store's job; reading it is pure.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, tzinfo, timezone
 from typing import Mapping
 
 from p402.core.money import ceil_div
-from p402.core.scopes import Attribution, Scope
+from p402.core.scopes import SCOPE_KINDS, Attribution, Scope
 
 __all__ = [
     "Price",
@@ -175,8 +176,41 @@ class Policy:
                     if o.budget_id == budget.id and o.starts <= now < o.ends)
         return budget.cap_nanos + extra
 
+    def budgets_for(self, who: Attribution, categories: frozenset[str]) -> list[Budget]:
+        """The budgets that apply to a request, in `budgets` order.
+
+        Equal to `[b for b in budgets if b.applies_to(who, categories)]`, but
+        looked up by scope: a request names at most one id per scope kind, so
+        this costs a handful of dict lookups however many departments,
+        projects or workflows have budgets (a scan was linear in all of them).
+        """
+        index = self._budgets_by_scope
+        hits: list[tuple[int, Budget]] = []
+        for kind in SCOPE_KINDS:
+            value = getattr(who, kind)
+            if value:
+                found = index.get((kind, value))
+                if found:
+                    hits.extend(found)
+        if len(hits) > 1:
+            hits.sort(key=_position)  # keep the config's order: it breaks ties between binding budgets
+        return [b for _, b in hits if b.categories is None or not b.categories.isdisjoint(categories)]
+
+    @cached_property
+    def _budgets_by_scope(self) -> dict[tuple[str, str], list[tuple[int, Budget]]]:
+        # Built once per snapshot (a Policy is immutable); cached_property writes the
+        # instance __dict__ directly, which a frozen dataclass allows.
+        index: dict[tuple[str, str], list[tuple[int, Budget]]] = {}
+        for position, b in enumerate(self.budgets):
+            index.setdefault((b.scope.kind, b.scope.id), []).append((position, b))
+        return index
+
     def budget(self, budget_id: str) -> Budget | None:
         for b in self.budgets:
             if b.id == budget_id:
                 return b
         return None
+
+
+def _position(hit: tuple[int, Budget]) -> int:
+    return hit[0]

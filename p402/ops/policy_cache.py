@@ -7,17 +7,21 @@ A change made through this process refreshes at once.
 
 from __future__ import annotations
 
+import logging
+from datetime import datetime, timezone
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
 from p402.config import Config, parse_budget
 from p402.core.money import format_usd
-from p402.core.policy import MandateState, Override, Policy, Rule
+from p402.core.policy import Policy, Rule
 from p402.core.scopes import parse_scope
+from p402.mandates.book import policy_parts
 
 __all__ = ["PolicyCache", "budget_to_dict", "rule_to_dict", "POLL_INTERVAL_S"]
 
 POLL_INTERVAL_S = 1.0
+log = logging.getLogger("p402.policy")
 
 
 def budget_to_dict(b: Any) -> dict[str, Any]:
@@ -40,11 +44,9 @@ def rule_to_dict(r: Rule) -> dict[str, Any]:
 class PolicyCache:
     """Holds the current `Policy`; `refresh()` rebuilds it from the store when its version moved."""
 
-    def __init__(self, config: Config, store: Any,
-                 mandate_states: Callable[[dict[str, dict[str, Any]], dict[str, dict[str, Any]]],
-                                          tuple[dict[str, MandateState], tuple[Override, ...]]] | None = None) -> None:
+    def __init__(self, config: Config, store: Any, clock: Callable[[], datetime] | None = None) -> None:
         self.config, self.store = config, store
-        self.mandate_states = mandate_states
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.models = {m.name: m for m in config.models}
         self._policy = Policy(version=-1, tenant=config.tenant, models=self.models, timezone=ZoneInfo(config.timezone))
 
@@ -64,15 +66,16 @@ class PolicyCache:
             ids = await self.store.objects(kind)
             if ids:
                 known[kind] = frozenset(ids)
-        mandates: dict[str, MandateState] = {}
-        overrides: tuple[Override, ...] = ()
-        if self.mandate_states is not None:
-            mandates, overrides = self.mandate_states(await self.store.objects("mandate"),
-                                                      await self.store.objects("override"))
+        configured = tuple(parse_budget(b, f"budget {bid}", owners=owners) for bid, b in budgets.items())
+        # Signed documents: verified once per process (memoised by the mandates
+        # package), so a refresh costs no cryptography for documents seen before.
+        parts = policy_parts(await self.store.objects("mandate"), await self.store.objects("override"),
+                             await self.store.objects("revocation"), budgets=configured, now=self.clock())
+        for problem in parts.problems:
+            log.warning("stored mandate document skipped: %s", problem)
         self._policy = Policy(
-            version=version, tenant=self.config.tenant, models=self.models,
-            budgets=tuple(parse_budget(b, f"budget {bid}", owners=owners) for bid, b in budgets.items()),
+            version=version, tenant=self.config.tenant, models=self.models, budgets=parts.budgets,
             rules=tuple(Rule(parse_scope(r["scope"]), frozenset(r.get("deny_categories") or ()),
                              tuple(r.get("require") or ())) for r in rules.values()),
-            mandates=mandates, overrides=overrides, known=known, timezone=ZoneInfo(self.config.timezone))
+            mandates=parts.mandates, overrides=parts.overrides, known=known, timezone=ZoneInfo(self.config.timezone))
         return True

@@ -134,7 +134,7 @@ class Gateway:
         client_max = _client_max_tokens(req)
         ask = Ask(who=who, model=model, input_tokens=_BOUNDS[req.route](req.body, model.tokenizer),
                   max_tokens=client_max, wants_output=req.route != "embeddings", now=now,
-                  presented_mandate=req.mandate)
+                  presented_mandate=req.mandate.lower() if req.mandate else None)  # digests are stored lowercase
         event_id = new_id("evt", now)
         prepared = prepare(ask, policy)
         t0 = time.perf_counter()

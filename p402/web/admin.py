@@ -23,7 +23,9 @@ from p402.core.money import format_usd
 from p402.core.periods import PERIODS, window_for
 from p402.core.scopes import ATTRIBUTION_ID_RE, parse_scope
 from p402.errors import ConfigError, Conflict, NotFound, StoreUnavailable
+from p402.mandates.errors import MandateRejected
 from p402.ops.apply import key_record, new_secret
+from p402.ops.mandates import REJECTION_STATUS, submit_document
 from p402.ops.policy_cache import budget_to_dict
 from p402.ops.spend import spend_report
 from p402.pipeline.auth import hash_secret
@@ -269,6 +271,33 @@ def admin_app(runtime: Any) -> Starlette:
             raise NotFound(f"event {ident} is not in the ledger")
         return {"event_id": ident, "rows": [{**r.body, "hash": r.hash, "prev_hash": r.prev_hash} for r in rows]}
 
+    async def take(request: Request, role: str, kind: str) -> Any:
+        document = await body_of(request)
+        try:
+            accepted = await submit_document(store, runtime.policies.current, document, kind, f"admin:{role}",
+                                             runtime.clock())
+        except MandateRejected as e:
+            raise ApiError(REJECTION_STATUS.get(e.code, 400), str(e), e.code, e.field) from None
+        await runtime.refresh_policy()
+        return json_response({**accepted.summary, "new": accepted.new}, 201 if accepted.new else 200)
+
+    async def post_mandate(request: Request, role: str) -> Any:
+        return await take(request, role, "mandate")
+
+    async def post_override(request: Request, role: str) -> Any:
+        return await take(request, role, "override")
+
+    async def revoke_mandate(request: Request, role: str) -> Any:
+        digest = request.path_params["digest"].lower()
+        document = await body_of(request)
+        proof = document.get("proof")
+        message = proof.get("message") if isinstance(proof, dict) else None
+        named = message.get("mandate") if isinstance(message, dict) else None
+        if not isinstance(named, str) or named.lower() != digest:
+            raise ApiError(400, f"proof.message.mandate must name the mandate in the path ({digest})",
+                           "invalid_request", "proof.message.mandate")
+        return await take(request, role, "revocation")
+
     async def openapi(request: Request, role: str) -> Any:
         return openapi_document()
 
@@ -284,6 +313,9 @@ def admin_app(runtime: Any) -> Starlette:
         Route("/spend", endpoint(runtime, None, spend), methods=["GET"]),
         Route("/ledger/events", endpoint(runtime, None, events), methods=["GET"]),
         Route("/ledger/events/{event_id}", endpoint(runtime, None, event), methods=["GET"]),
+        Route("/mandates", endpoint(runtime, "mandates", post_mandate), methods=["POST"]),
+        Route("/mandates/{digest}/revoke", endpoint(runtime, "mandates", revoke_mandate), methods=["POST"]),
+        Route("/overrides", endpoint(runtime, "overrides", post_override), methods=["POST"]),
         Route("/openapi.json", endpoint(runtime, None, openapi), methods=["GET"]),
     ]
     return Starlette(routes=routes)

@@ -19,6 +19,9 @@ ADMIN_PATHS: dict[str, dict[str, str]] = {
     "/admin/v1/spend": {"get": "Settled, reserved, cap, remaining per group (group_by, period)"},
     "/admin/v1/ledger/events": {"get": "Ledger rows, newest first (deny_code, scope, since, limit, before)"},
     "/admin/v1/ledger/events/{event_id}": {"get": "Every ledger row of one request"},
+    "/admin/v1/mandates": {"post": "Submit a signed mandate (admin); verified once, stored by digest"},
+    "/admin/v1/mandates/{digest}/revoke": {"post": "Submit a signed revocation of that mandate (admin)"},
+    "/admin/v1/overrides": {"post": "Submit a budget owner's signed override (admin, finance)"},
     "/admin/v1/openapi.json": {"get": "This document"},
 }
 
