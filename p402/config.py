@@ -23,7 +23,7 @@ from p402.core.scopes import ATTRIBUTION_ID_RE, HEADER_KINDS, SCOPE_KINDS, parse
 from p402.errors import ConfigError
 
 __all__ = ["Config", "KeySpec", "load_config", "parse_config", "parse_budget", "ROLES", "PROVIDER_NAMES",
-           "DEFAULT_STORE", "DEFAULT_HOLD_TTL_S", "DEFAULT_MAX_BODY_BYTES", "CONFIG_KEYS"]
+           "DEFAULT_STORE", "DEFAULT_HOLD_TTL_S", "DEFAULT_MAX_BODY_BYTES", "CONFIG_KEYS", "default_signing_key"]
 
 ROLES = ("admin", "finance", "viewer")
 PROVIDER_NAMES = ("simulated", "openai", "anthropic", "gemini", "bedrock", "openrouter")
@@ -33,7 +33,9 @@ DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 # Every top-level key the file may hold (documented in docs/configuration.md; a test checks).
 CONFIG_KEYS = ("store", "admin_tokens", "providers", "models", "tenant", "timezone", "departments", "employees",
                "keys", "budgets", "policies", "projects", "customers", "features", "workflows", "limits",
-               )
+               "ledger")
+DEFAULT_CHECKPOINT_INTERVAL_S = 60.0
+DEFAULT_CHECKPOINT_MAX_EVENTS = 10_000
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -65,6 +67,9 @@ class Config:
     known: dict[str, frozenset[str]] = field(default_factory=dict)
     hold_ttl_s: float = DEFAULT_HOLD_TTL_S
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    signing_key: str = ""  # the ledger's checkpoint signing key (Ed25519 PEM); made on first start
+    checkpoint_interval_s: float = DEFAULT_CHECKPOINT_INTERVAL_S
+    checkpoint_max_events: int = DEFAULT_CHECKPOINT_MAX_EVENTS
 
 
 class _Ctx:
@@ -325,9 +330,28 @@ def parse_config(raw: Any, source: str = "p402.yaml") -> Config:
     _only(ctx, "limits", limits, ("hold_ttl_s", "max_body_bytes"))
     hold_ttl = _typed(ctx, "limits.hold_ttl_s", limits.get("hold_ttl_s", DEFAULT_HOLD_TTL_S), (int, float), "seconds")
     max_body = _typed(ctx, "limits.max_body_bytes", limits.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES), int, "bytes")
+    ledger = _typed(ctx, "ledger", raw.get("ledger") or {}, dict, "a mapping")
+    _only(ctx, "ledger", ledger, ("signing_key", "checkpoint_interval_s", "checkpoint_max_events"))
+    signing_key = _typed(ctx, "ledger.signing_key", ledger.get("signing_key", default_signing_key(store)), str, "a file path")
+    interval = _typed(ctx, "ledger.checkpoint_interval_s",
+                      ledger.get("checkpoint_interval_s", DEFAULT_CHECKPOINT_INTERVAL_S), (int, float), "seconds")
+    max_events = _typed(ctx, "ledger.checkpoint_max_events",
+                        ledger.get("checkpoint_max_events", DEFAULT_CHECKPOINT_MAX_EVENTS), int, "a row count")
+    if interval <= 0 or max_events <= 0:
+        raise ctx.fail("ledger", "checkpoint_interval_s and checkpoint_max_events must be positive")
     return Config(source=source, store=store, tenant=tenant, timezone=tz, admin_tokens=tuple(tokens),
                   providers=providers, models=models, departments=departments, employees=employees, keys=tuple(keys),
-                  budgets=budgets, rules=tuple(rules), known=known, hold_ttl_s=float(hold_ttl), max_body_bytes=max_body)
+                  budgets=budgets, rules=tuple(rules), known=known, hold_ttl_s=float(hold_ttl), max_body_bytes=max_body,
+                  signing_key=signing_key, checkpoint_interval_s=float(interval), checkpoint_max_events=max_events)
+
+
+def default_signing_key(store: str) -> str:
+    """Beside the SQLite file (`p402.db` -> `p402.ledger-key.pem`); for PostgreSQL, `./p402.ledger-key.pem`."""
+    if store.startswith("sqlite:///"):
+        path = store[len("sqlite:///"):].partition("?")[0]
+        if path != ":memory:":
+            return str(Path(path).with_suffix(".ledger-key.pem"))
+    return "p402.ledger-key.pem"
 
 
 def _members(ctx: _Ctx, raw: dict[str, Any], name: str, allowed: tuple[str, ...]) -> dict[str, dict[str, Any]]:

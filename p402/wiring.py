@@ -18,7 +18,7 @@ from p402.config import Config
 from p402.core.ids import new_id
 from p402.core.money import format_usd
 from p402.core.policy import ModelSpec
-from p402.errors import StoreUnavailable
+from p402.errors import LedgerCorrupt, StoreUnavailable
 from p402.ops.apply import apply_config
 from p402.ops.metrics import Metrics
 from p402.ops.policy_cache import POLL_INTERVAL_S, PolicyCache
@@ -28,11 +28,14 @@ from p402.pipeline.gateway import Gateway
 from p402.pipeline.ports import Provider
 from p402.pipeline.records import iso
 from p402.pipeline.tokens import warm
+from p402.prove.checkpoints import Checkpointer, FileSealLock
+from p402.prove.signing import Signer
 from p402.providers.prices import catalog_price
 
 __all__ = ["Runtime", "open_store", "build_runtime", "priced_models", "EXPIRY_INTERVAL_S"]
 
 EXPIRY_INTERVAL_S = 5.0
+SEAL_CHECK_INTERVAL_S = 1.0  # how often the sealer looks; it seals per ledger.checkpoint_* settings
 log = logging.getLogger("p402")
 
 
@@ -86,6 +89,8 @@ class Runtime:
     clock: Callable[[], datetime] = utcnow
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     loop: asyncio.AbstractEventLoop | None = None  # the loop serving this runtime (set at start)
+    signer: Signer | None = None
+    checkpointer: Checkpointer | None = None
 
     async def refresh_policy(self, force: bool = False) -> None:
         if await self.policies.refresh(force):
@@ -94,6 +99,7 @@ class Runtime:
     def start_background(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.tasks.append(asyncio.ensure_future(self._every(POLL_INTERVAL_S, self.refresh_policy)))
+        self.tasks.append(asyncio.ensure_future(self._every(SEAL_CHECK_INTERVAL_S, self.seal)))
         self.tasks.append(asyncio.ensure_future(self._every(EXPIRY_INTERVAL_S, self.expire)))
         self.tasks.append(asyncio.ensure_future(self._every(EXPIRY_INTERVAL_S, self.replay_spool)))
 
@@ -106,6 +112,18 @@ class Runtime:
                     "flags": ["orphaned"], "reason": "the request vanished; its hold's lease expired and it was "
                                                      "settled at the reserved amount", "id": new_id("exp", now)}
         return int(await self.store.expire_holds(now, entry))
+
+    async def seal(self) -> dict[str, Any] | None:
+        """Append a signed checkpoint when one is due (see p402.prove.checkpoints)."""
+        if self.checkpointer is None:
+            return None
+        try:
+            return await self.checkpointer.maybe_seal(self.store, self.clock())
+        except LedgerCorrupt as exc:
+            # Never sign over a broken chain; say so loudly, keep serving (the
+            # chain's own verification still names the bad row).
+            log.error("ledger does not verify; not sealing: %s", exc)
+            return None
 
     async def replay_spool(self) -> int:
         return await self.spool.replay(self.store)
@@ -149,4 +167,8 @@ async def build_runtime(config: Config, apply: bool = True, clock: Callable[[], 
     spool = FileSpool(spool_path)
     warm(tuple({m.tokenizer for m in config.models}))
     gateway = Gateway(store, providers, policies, keys, metrics, spool, clock, config.hold_ttl_s)
-    return Runtime(config, store, policies, keys, providers, metrics, spool, gateway, clock)
+    signer = Signer.load_or_create(config.signing_key)
+    checkpointer = Checkpointer(signer, config.tenant, config.checkpoint_interval_s, config.checkpoint_max_events,
+                                lock=FileSealLock(config.signing_key + ".seal-lock"))
+    return Runtime(config, store, policies, keys, providers, metrics, spool, gateway, clock,
+                   signer=signer, checkpointer=checkpointer)

@@ -18,7 +18,7 @@ from typing import Iterable, Mapping
 __all__ = ["GENESIS_HASH", "canonical", "chain_hash", "ChainRow", "ChainFault", "verify_chain", "EVENT_KINDS"]
 
 GENESIS_HASH = "0" * 64
-EVENT_KINDS = ("decision", "settle", "release", "expire", "policy")
+EVENT_KINDS = ("decision", "settle", "release", "expire", "late_settle", "policy", "checkpoint")
 
 
 def canonical(body: Mapping[str, object]) -> bytes:

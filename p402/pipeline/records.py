@@ -55,6 +55,7 @@ def decision_entry(event_id: str, now: datetime, ask: Ask, route: str, decision:
         "recovery": decision.recovery.as_dict() if decision.recovery else None,
         "binding": binding_view(decision.binding, decision.estimate_nanos, decision.allowed),
         "policy_version": policy_version, "hold_id": hold_id, "flags": flags,
+        "mandate": ask.presented_mandate,
     }
 
 

@@ -13,7 +13,7 @@ from typing import Any, Awaitable, Callable
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from p402.config import parse_budget
@@ -25,7 +25,10 @@ from p402.core.scopes import ATTRIBUTION_ID_RE, parse_scope
 from p402.errors import ConfigError, Conflict, NotFound, StoreUnavailable
 from p402.mandates.errors import MandateRejected
 from p402.ops.apply import key_record, new_secret
+from p402.ops.ledger import EXPORT_FORMATS, checkpoint_info, export_lines, inclusion
 from p402.ops.mandates import REJECTION_STATUS, submit_document
+from p402.prove.checkpoints import latest_checkpoint
+from p402.prove.explain import explain
 from p402.ops.policy_cache import budget_to_dict
 from p402.ops.spend import spend_report
 from p402.pipeline.auth import hash_secret
@@ -269,7 +272,30 @@ def admin_app(runtime: Any) -> Starlette:
         rows = await store.event(ident)
         if not rows:
             raise NotFound(f"event {ident} is not in the ledger")
-        return {"event_id": ident, "rows": [{**r.body, "hash": r.hash, "prev_hash": r.prev_hash} for r in rows]}
+        out = []
+        for r in rows:
+            out.append({**r.body, "hash": r.hash, "prev_hash": r.prev_hash,
+                        "explanation": explain(r.body), "proof": await inclusion(store, r.seq)})
+        return {"event_id": ident, "explanation": "\n".join(o["explanation"] for o in out), "rows": out}
+
+    async def checkpoint(request: Request, role: str) -> Any:
+        return await checkpoint_info(store, runtime.signer)
+
+    async def export(request: Request, role: str) -> Any:
+        fmt = request.query_params.get("format", "jsonl")
+        if fmt not in EXPORT_FORMATS:
+            raise ApiError(400, f"format: {fmt!r} is not one of {', '.join(EXPORT_FORMATS)}", "invalid_request", "format")
+        if role not in ("admin", "finance"):
+            raise ApiError(403, f"role {role} may not export the ledger", "forbidden")
+        if not runtime.config.store.startswith("sqlite:///"):
+            raise ApiError(400, "HTTP exports are served for SQLite stores; run `p402 ledger export` for PostgreSQL",
+                           "invalid_request", "format")
+        sealed = await latest_checkpoint(store)
+        media = "application/x-ndjson" if fmt == "jsonl" else "text/csv"
+        name = f"p402-ledger.{'jsonl' if fmt == 'jsonl' else 'csv'}"
+        # A sync generator: Starlette runs it in a worker thread, on the export's own connection.
+        return StreamingResponse(export_lines(runtime.config, fmt, sealed), media_type=media,
+                                 headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
     async def take(request: Request, role: str, kind: str) -> Any:
         document = await body_of(request)
@@ -313,6 +339,8 @@ def admin_app(runtime: Any) -> Starlette:
         Route("/spend", endpoint(runtime, None, spend), methods=["GET"]),
         Route("/ledger/events", endpoint(runtime, None, events), methods=["GET"]),
         Route("/ledger/events/{event_id}", endpoint(runtime, None, event), methods=["GET"]),
+        Route("/ledger/checkpoint", endpoint(runtime, None, checkpoint), methods=["GET"]),
+        Route("/ledger/export", endpoint(runtime, None, export), methods=["GET"]),
         Route("/mandates", endpoint(runtime, "mandates", post_mandate), methods=["POST"]),
         Route("/mandates/{digest}/revoke", endpoint(runtime, "mandates", revoke_mandate), methods=["POST"]),
         Route("/overrides", endpoint(runtime, "overrides", post_override), methods=["POST"]),

@@ -1,0 +1,87 @@
+"""Ledger evidence for the admin API and the CLI: checkpoint info, inclusion proofs, exports.
+
+Proofs are computed on demand from the stored row hashes (RFC 6962 audit paths
+against the checkpoint that covers the row). That reads the hashes of every row
+the checkpoint covers: fine for an auditor's question, not for the hot path,
+which never calls it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+from p402.config import Config
+from p402.pipeline.ports import LedgerFilter
+from p402.prove.checkpoints import latest_checkpoint
+from p402.prove.export import csv_lines, jsonl_lines
+from p402.prove.focus import focus_lines
+from p402.prove.merkle import inclusion_proof, leaf_hash, root_of
+from p402.prove.signing import Signer
+
+__all__ = ["checkpoint_info", "inclusion", "export_lines", "EXPORT_FORMATS", "MAX_CHECKPOINTS_SCANNED"]
+
+EXPORT_FORMATS = ("jsonl", "csv", "focus")
+MAX_CHECKPOINTS_SCANNED = 1000
+
+
+def _public(signer: Signer | None) -> dict[str, Any]:
+    if signer is None:
+        return {}
+    return {"public_key": signer.public_hex, "public_key_pem": signer.public_pem, "key_id": signer.key_id}
+
+
+async def checkpoint_info(store: Any, signer: Signer | None) -> dict[str, Any]:
+    """The newest checkpoint and the key that signs checkpoints."""
+    return {"checkpoint": await latest_checkpoint(store), **_public(signer)}
+
+
+async def inclusion(store: Any, seq: int) -> dict[str, Any] | None:
+    """The inclusion proof of row `seq` in the earliest checkpoint that covers it, or None if none does yet."""
+    checkpoints = await store.events(LedgerFilter(kind="checkpoint", limit=MAX_CHECKPOINTS_SCANNED))
+    covering = [c.body for c in checkpoints if int(c.body["tree_size"]) >= seq]
+    if not covering:
+        return None
+    cp = min(covering, key=lambda b: int(b["tree_size"]))
+    size = int(cp["tree_size"])
+    leaves = [leaf_hash(bytes.fromhex(row.hash)) for row in _rows_until(store, size)]
+    if len(leaves) != size or root_of(leaves).hex() != cp["root"]:
+        # The rows no longer hash to what was signed: no proof can be honest.
+        return {"checkpoint_event_id": cp["event_id"], "error": "the stored rows do not match this signed "
+                                                                "checkpoint; run p402 ledger verify"}
+    path = inclusion_proof(leaves, seq - 1)
+    return {"checkpoint_event_id": cp["event_id"], "tree_size": size, "root": cp["root"], "leaf_index": seq - 1,
+            "leaf_hash": leaves[seq - 1].hex(), "audit_path": [h.hex() for h in path],
+            "algorithm": "RFC 6962 Merkle audit path; leaves are the rows' SHA-256 hashes (bytes)"}
+
+
+def _rows_until(store: Any, size: int) -> Iterator[Any]:
+    for row in store.chain():
+        if row.seq > size:
+            return
+        yield row
+
+
+def export_lines(config: Config, fmt: str, sealed: dict[str, Any] | None, total: int | None = None,
+                 progress: Any = None) -> Iterator[bytes]:
+    """An export's lines, read through a store connection of its own.
+
+    The export opens its own connection so it can run in a worker thread
+    without sharing the gateway's (SQLite connections are not shared across
+    threads here).
+    """
+    from p402.stores.sqlite import SqliteStore
+    if not config.store.startswith("sqlite:///"):
+        raise ValueError("exports over HTTP are served for SQLite stores; use `p402 ledger export` for PostgreSQL")
+    store = SqliteStore.from_url(config.store)
+    try:
+        rows = store.chain()
+        if fmt == "jsonl":
+            signer = Signer.load_or_create(config.signing_key) if Path(config.signing_key).exists() else None
+            yield from jsonl_lines(rows, signer=signer, sealed=sealed, total=total, progress=progress)
+        elif fmt == "csv":
+            yield from csv_lines(rows, progress=progress, total=total)
+        else:
+            yield from focus_lines(rows, progress=progress, total=total)
+    finally:
+        store.db.close()

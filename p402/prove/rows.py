@@ -1,0 +1,55 @@
+"""One step of the hash-chain check, shared by the auditor and the checkpointer.
+
+This is `p402.core.ledger.verify_chain` unrolled to a single row, so that a caller
+walking millions of rows can also look at each parsed body (to find checkpoints)
+without parsing it twice. The problems are worded exactly as `verify_chain` words
+them, so the CLI says the same thing whichever path found the fault.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+from p402.core.ledger import ChainRow, chain_hash
+
+__all__ = ["check_row", "iso", "parse_ts"]
+
+
+def check_row(row: ChainRow, prev_hash: str, expected_seq: int) -> tuple[dict[str, Any] | None, str | None]:
+    """(parsed body, None) when `row` extends the chain ending in `prev_hash` at `expected_seq`; else (None, problem)."""
+    if row.seq != expected_seq:
+        what = "missing" if row.seq > expected_seq else "out of order or duplicated"
+        return None, f"expected row {expected_seq} here; row(s) {what}"
+    if row.prev_hash != prev_hash:
+        return None, "prev_hash does not match the previous row's hash (row inserted, deleted or reordered)"
+    if chain_hash(prev_hash, row.body) != row.hash:
+        return None, "hash does not match the row's contents (row edited)"
+    try:
+        body = orjson.loads(row.body)
+    except orjson.JSONDecodeError:
+        return None, "body is not valid JSON"
+    if not isinstance(body, dict):
+        return None, "body is not a JSON object"
+    if body.get("seq") != row.seq:
+        return None, "the body's seq differs from the row's position"
+    if row.columns:
+        for name, value in row.columns.items():
+            if body.get(name) != value:
+                return None, f"column {name} ({value!r}) differs from the hashed body ({body.get(name)!r})"
+    return body, None
+
+
+def iso(moment: datetime) -> str:
+    """A ledger timestamp: UTC, millisecond precision, `Z` suffix (as the stores write them)."""
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_ts(text: str) -> datetime:
+    """Parse a ledger timestamp (`...Z` or an explicit offset) into an aware UTC datetime."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)

@@ -1,0 +1,82 @@
+"""The ledger as evidence through the admin API: signed checkpoints, explained events with proofs, exports."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from p402.prove.export import verify_export
+from p402.prove.merkle import verify_inclusion
+from tests.gatewaykit import ADMIN_TOKEN, VIEWER_TOKEN, config_of, gateway, org
+
+PROMPT = [{"role": "user", "content": "hello"}]
+
+
+def get(base: str, path: str, token: str = ADMIN_TOKEN) -> tuple[int, bytes]:
+    req = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        with e:
+            return e.code, e.read()
+
+
+def test_events_are_explained_and_provably_included_in_a_signed_checkpoint(tmp_path: Path) -> None:
+    raw = org(tmp_path, [{"id": "tiny", "scope": "department:eng", "cap_usd": "0.00001", "period": "day"}],
+              ledger={"checkpoint_max_events": 1})  # seal as soon as anything is new
+    with gateway(config_of(raw)) as gw:
+        gw.openai("carol").chat.completions.create(model="gpt-4o-mini", messages=PROMPT)
+        try:
+            gw.openai("alice").chat.completions.create(model="gpt-4o-mini", messages=PROMPT, max_tokens=500)
+        except Exception as exc:  # the denial
+            denied_id = exc.response.headers["X-P402-Event-Id"]  # type: ignore[attr-defined]
+        with sqlite3.connect(tmp_path / "p402.db") as db:
+            last_seq = db.execute("SELECT MAX(seq) FROM ledger").fetchone()[0]
+        deadline = time.time() + 10  # the gateway's sealer looks every second
+        while True:
+            status, body = get(gw.base, "/admin/v1/ledger/checkpoint", VIEWER_TOKEN)
+            info = orjson.loads(body)
+            if (info["checkpoint"] or {}).get("tree_size", 0) >= last_seq or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        sealed = info["checkpoint"]
+        assert status == 200 and sealed["kind"] == "checkpoint" and len(info["public_key"]) == 64
+
+        status, body = get(gw.base, f"/admin/v1/ledger/events/{denied_id}")
+        event: dict[str, Any] = orjson.loads(body)
+        assert status == 200 and "BUDGET_EXCEEDED" in event["explanation"]
+        row = event["rows"][0]
+        proof = row["proof"]
+        assert proof["tree_size"] <= sealed["tree_size"]
+        assert verify_inclusion(bytes.fromhex(proof["leaf_hash"]), proof["leaf_index"], proof["tree_size"],
+                                [bytes.fromhex(h) for h in proof["audit_path"]], bytes.fromhex(proof["root"]))
+        # A proof for another row's hash does not verify against the same root.
+        assert not verify_inclusion(bytes.fromhex(proof["leaf_hash"]), proof["leaf_index"] - 1, proof["tree_size"],
+                                    [bytes.fromhex(h) for h in proof["audit_path"]], bytes.fromhex(proof["root"]))
+
+        assert get(gw.base, "/admin/v1/ledger/export?format=jsonl", VIEWER_TOKEN)[0] == 403
+        assert get(gw.base, "/admin/v1/ledger/export?format=xml")[0] == 400
+        status, export = get(gw.base, "/admin/v1/ledger/export?format=jsonl")
+        assert status == 200
+        path = tmp_path / "export.jsonl"
+        path.write_bytes(export)
+        report = verify_export(path, info["public_key"])
+        assert report.ok and report.checkpoints >= 1 and report.rows >= 5
+        lines = export.splitlines()
+        tampered = [orjson.loads(line) for line in lines]
+        victim = next(i for i, l in enumerate(tampered) if l.get("type") == "event" and '"deny"' in l["body"])
+        tampered[victim]["body"] = tampered[victim]["body"].replace('"deny"', '"allow"')
+        path.write_bytes(b"\n".join(orjson.dumps(l) for l in tampered) + b"\n")
+        bad = verify_export(path, info["public_key"])
+        assert not bad.ok and bad.fault is not None and bad.fault.seq == tampered[victim]["seq"]
+
+        status, focus = get(gw.base, "/admin/v1/ledger/export?format=focus")
+        header = focus.splitlines()[0].decode().split(",")
+        assert status == 200 and {"BilledCost", "EffectiveCost", "ChargePeriodStart", "ServiceName"} <= set(header)
