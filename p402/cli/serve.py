@@ -13,7 +13,10 @@ from typing import Any
 from p402.cli.main import CliError
 from p402.config import Config, load_config
 
-__all__ = ["cmd_serve", "cmd_demo", "run_server"]
+__all__ = ["cmd_serve", "cmd_demo", "run_server", "SHUTDOWN_GRACE_S"]
+
+# On shutdown, in-flight requests get this long to finish (streams settle when cut).
+SHUTDOWN_GRACE_S = 30
 
 
 def _check_port(port: int) -> None:
@@ -30,7 +33,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers == 1:
         from p402.web.app import GatewayApp
         uvicorn.run(GatewayApp(config), host=args.host, port=args.port, loop="uvloop", http="httptools",
-                    log_level="warning", access_log=False, lifespan="on")
+                    log_level="warning", access_log=False, lifespan="on",
+                    timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
         return 0
     # Several processes share the store; apply the config once here, not in each worker.
     from p402.ops.apply import apply_config
@@ -46,7 +50,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     os.environ["P402_CONFIG"] = str(Path(args.config).resolve())
     os.environ["P402_APPLY"] = "0"
     uvicorn.run("p402.web.app:factory", factory=True, host=args.host, port=args.port, workers=args.workers,
-                loop="uvloop", http="httptools", log_level="warning", access_log=False, lifespan="on")
+                loop="uvloop", http="httptools", log_level="warning", access_log=False, lifespan="on",
+                timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
     return 0
 
 
@@ -54,7 +59,8 @@ async def run_server(app: Any, host: str, port: int) -> tuple[Any, asyncio.Task[
     """Start uvicorn inside the running loop; returns (server, task) once it listens."""
     import uvicorn
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                                           lifespan="on", http="httptools"))
+                                           lifespan="on", http="httptools",
+                                           timeout_graceful_shutdown=SHUTDOWN_GRACE_S))
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.ensure_future(server.serve())
     while not server.started:
