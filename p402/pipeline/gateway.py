@@ -197,14 +197,29 @@ class Gateway:
         return Admitted(reply, headers, self._relay(a, reply, req.route))
 
     async def _relay(self, a: _Attempt, reply: Reply, route: str) -> AsyncIterator[bytes]:
-        """Relay a stream; whatever ends it (done, upstream failure, client gone), settle once."""
+        """Relay a stream; whatever ends it (done, upstream failure, client gone), settle once.
+
+        The last chunk is held back until the settlement is written, so a client
+        that has seen the end of its stream also sees its cost in the ledger and
+        in every spend report (one chunk of lag, no per-chunk work).
+        """
         assert reply.chunks is not None
-        status, error = "ok", None
+        status, error, settled = "ok", None, False
+        held: bytes | None = None
         try:
             async for chunk in reply.chunks:
-                yield chunk
+                if held is not None:
+                    yield held
+                held = chunk
+            settled = True
+            await self._settle(a, reply, status, error)
         except UpstreamError as exc:
             status, error = "upstream_error", str(exc)
+            settled = True
+            await self._settle(a, reply, status, error)
+            if held is not None:
+                yield held
+                held = None
             yield _stream_error(route, str(exc))
         except BaseException:
             status, error = "client_disconnected", "the client went away mid-stream"
@@ -213,7 +228,10 @@ class Gateway:
             aclose = getattr(reply.chunks, "aclose", None)
             if aclose is not None:
                 await aclose()
-            await self._settle(a, reply, status, error)
+            if not settled:
+                await self._settle(a, reply, status, error)
+        if held is not None:
+            yield held
 
     async def _settle(self, a: _Attempt, reply: Reply | None, status: str, error: str | None = None) -> int:
         usage = reply.usage if reply is not None else None
