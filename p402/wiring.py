@@ -30,7 +30,7 @@ from p402.pipeline.records import iso
 from p402.pipeline.tokens import warm
 from p402.prove.checkpoints import Checkpointer, FileSealLock
 from p402.prove.signing import Signer
-from p402.providers.prices import catalog_price
+from p402.providers.prices import catalog_tiers
 
 __all__ = ["Runtime", "open_store", "build_runtime", "priced_models", "EXPIRY_INTERVAL_S"]
 
@@ -68,8 +68,10 @@ def priced_models(config: Config) -> Config:
     models = []
     for m in config.models:
         if m.price is None:
-            price = catalog_price(m.provider, m.upstream)
-            m = replace(m, price=price) if price is not None else m
+            tiers = catalog_tiers(m.provider, m.upstream)
+            if tiers:
+                m = replace(m, price=tiers[0].price,
+                            price_tiers=tuple((t.above, t.price) for t in tiers[1:]))
         models.append(m)
     return replace(config, models=tuple(models))
 

@@ -246,7 +246,8 @@ def decide(plan: Plan, balances: Mapping[CounterKey, tuple[int, int]]) -> Decisi
     that is absent is a window nobody has spent in yet.
     """
     ask = plan.ask
-    price = ask.model.price
+    # The tier of the prompt's upper bound: never below the actual prompt's tier.
+    price = ask.model.price_for(ask.input_tokens)
     if price is None:  # prepare() denies these; guard against misuse.
         raise ValueError("decide() needs a priced model")
     input_nanos = price.input_cost(ask.input_tokens)
@@ -278,7 +279,7 @@ def decide(plan: Plan, balances: Mapping[CounterKey, tuple[int, int]]) -> Decisi
 
 def _budget_denial(ask: Ask, binding: Balance, estimate: int, input_nanos: int, gateway_set: bool) -> Decision:
     budget, window = binding.charge.budget, binding.charge.window
-    price = ask.model.price
+    price = ask.model.price_for(ask.input_tokens)
     assert price is not None
     headroom = max(binding.headroom_nanos, 0)
     resets = window.end if window is not None else None

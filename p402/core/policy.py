@@ -69,6 +69,17 @@ class ModelSpec:
     max_output_tokens: int = 4096
     fallbacks: tuple[str, ...] = ()
     tokenizer: str = "o200k_base"  # or "cl100k_base", or "bytes" (a proven upper bound)
+    # Long-prompt tiers: (above, price) pairs, ascending; `price` applies up to the first.
+    # A request whose whole prompt exceeds `above` tokens pays that tier's rates on everything.
+    price_tiers: tuple[tuple[int, Price], ...] = ()
+
+    def price_for(self, prompt_tokens: int) -> Price | None:
+        """The rates for a prompt of `prompt_tokens` (fresh + cached + cache-written)."""
+        chosen = self.price
+        for above, tier in self.price_tiers:
+            if prompt_tokens > above:
+                chosen = tier
+        return chosen
 
 
 @dataclass(frozen=True, slots=True)

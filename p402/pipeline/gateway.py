@@ -235,10 +235,10 @@ class Gateway:
 
     async def _settle(self, a: _Attempt, reply: Reply | None, status: str, error: str | None = None) -> int:
         usage = reply.usage if reply is not None else None
-        price = a.ask.model.price
-        assert price is not None
         cost = 0
         if usage is not None:
+            price = a.ask.model.price_for(usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens)
+            assert price is not None  # only priced models are admitted
             cost = price.cost(usage.input_tokens, usage.output_tokens, usage.cache_read_tokens, usage.cache_write_tokens)
         entry = settlement_entry(a.event_id, self.clock(), a.ask, a.hold_id, a.decision.estimate_nanos, cost,
                                  usage or Usage(), status, a.version, error)

@@ -137,18 +137,29 @@ def catalog_price(provider: str, upstream: str, input_tokens: int | None = None)
     return None if tiers is None else tier_price(tiers, input_tokens)
 
 
+def _usable_name(model: Any) -> str | None:
+    """A name a client can send for a catalog entry. Some entries are keyed by a pseudo id
+    (Bedrock's `regional.*`, fine-tune families `ft:*`); the first is the on-demand id without
+    the prefix, the second has no single name and is left out of listings."""
+    for name in (model.id, model.id.removeprefix("regional.")):
+        if model.is_match(name):
+            return str(name)
+    return None
+
+
 def catalog_models(provider: str) -> list[tuple[str, Price]]:
-    """Every model the package prices for `provider`, with its base (short-prompt) rates, by id."""
+    """Every model the package prices for `provider`, with its base (short-prompt) rates, by name."""
     from genai_prices import data_snapshot
 
     wanted = CATALOG_PROVIDER.get(provider, provider)
     now = datetime.now(timezone.utc)
-    out: list[tuple[str, Price]] = []
+    out: dict[str, Price] = {}
     for p in data_snapshot.get_snapshot().providers:
         if p.id != wanted:
             continue
         for model in p.models:
+            name = _usable_name(model)
             tiers = _tiers_of(model.get_prices(now))
-            if tiers is not None:
-                out.append((model.id, tiers[0].price))
-    return sorted(out)
+            if name is not None and tiers is not None:
+                out.setdefault(name, tiers[0].price)
+    return sorted(out.items())

@@ -1,0 +1,188 @@
+"""What every HTTP provider adapter shares: dispatch by route, posting, and the stream pump.
+
+An adapter subclasses `HttpAdapter` and implements `_send(call)` for the routes
+its provider speaks (`native_routes`). A `/v1/messages` client is served by any
+adapter that speaks chat, through `messages_over_chat`.
+
+Streams follow one shape. The first event is read *before* the `Reply` is
+returned, so a provider that fails before producing anything raises a
+retryable `UpstreamError` and the pipeline can fall back to another model.
+After that, `pump` relays event by event; a failure mid-stream emits nothing
+more, fills the usage with what was produced, and raises a non-retryable
+`UpstreamError` from the iterator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator, Callable, Mapping
+
+import aiohttp
+import orjson
+from yarl import URL
+
+from p402.errors import UpstreamError
+from p402.pipeline.ports import Call, Reply
+from p402.providers.error_bodies import client_error, relay_error
+from p402.providers.http import TRANSPORT_ERRORS, HttpSettings, UpstreamClient, read_body, read_error_body
+from p402.providers.relay import RelayStream, Tally
+from p402.providers.sse import SSEError, SSEEvent, sse_events
+
+__all__ = ["HttpAdapter", "StreamFault", "Step", "parse_json_body", "parse_event_json"]
+
+MAX_PREAMBLE_EVENTS = 16  # events read before the Reply is returned, when none carries output yet
+
+# A stream step turns one upstream event into frames for the client, and says
+# whether the stream is complete. It is called with None at the end of the body:
+# most providers send an end marker and raise StreamFault there; Gemini does not.
+# Events are SSE events for most providers, event-stream messages for Bedrock.
+Step = Callable[[Any], tuple[list[bytes], bool]]
+
+
+class StreamFault(Exception):
+    """The provider reported an error inside the stream, or sent something unreadable."""
+
+
+class HttpAdapter:
+    """Base of the HTTP adapters (see the module docstring)."""
+
+    default_base_url = ""
+    native_routes: frozenset[str] = frozenset()
+    upstream_format = "openai"  # the provider's error body shape (see error_bodies)
+    output_bound_field = "max_tokens"  # where a translated /v1/messages request puts its max_tokens
+
+    def __init__(self, name: str, settings: Mapping[str, Any] | None = None) -> None:
+        settings = dict(settings or {})
+        self.name = name
+        self.settings = settings
+        self.http = UpstreamClient(name, HttpSettings.parse(name, settings, self.default_base_url))
+        self.base_url = self.http.settings.base_url
+        chat = "chat" in self.native_routes
+        self.routes = self.native_routes | (frozenset({"messages"}) if chat else frozenset())
+
+    async def send(self, call: Call) -> Reply:
+        """Serve `call` in its client's format (see `p402.pipeline.ports.Provider`)."""
+        if call.route not in self.routes:
+            message = f"provider {self.name} cannot serve the {call.route} API"
+            return Reply(400, body=client_error(call.route, 400, message))
+        if call.route == "messages" and "messages" not in self.native_routes:
+            from p402.providers.messages_over_chat import send_messages_over_chat
+
+            return await send_messages_over_chat(self._send, call, self.output_bound_field)
+        return await self._send(call)
+
+    async def _send(self, call: Call) -> Reply:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        await self.http.close()
+
+    # -- posting -------------------------------------------------------------------------------------------
+
+    async def post(self, call: Call, url: str | URL, payload: bytes,
+                   headers: Mapping[str, str]) -> aiohttp.ClientResponse | Reply:
+        """POST; a 2xx response to read, or the relayed 4xx as a finished `Reply`."""
+        resp = await self.http.post(url, payload, headers, call.timeout_s)
+        if resp.status < 400:
+            return resp
+        raw = await read_error_body(resp)
+        body = relay_error(call.route, resp.status, raw, self.upstream_format, resp.headers)
+        return Reply(resp.status, body=body)
+
+    async def read_json(self, resp: aiohttp.ClientResponse) -> tuple[bytes, dict[str, Any]]:
+        """A whole JSON answer; unreadable ones are retryable failures (nothing relayed yet)."""
+        raw = await read_body(resp, self.name)
+        return raw, parse_json_body(raw, self.name)
+
+    # -- streaming ----------------------------------------------------------------------------------------
+
+    async def open_stream(self, resp: aiohttp.ClientResponse, tally: Tally, step: Step,
+                          events: AsyncIterator[Any] | None = None) -> RelayStream:
+        """Read up to the first output (failures there are retryable), then hand back the relay."""
+        if events is None:
+            events = sse_events(resp.content)
+        frames: list[bytes] = []
+        done = False
+        try:
+            # Hold back the opening events until the first output (or the end): an error the
+            # provider sends right after its preamble is then still a retryable failure.
+            for _ in range(MAX_PREAMBLE_EVENTS):
+                more, done = step(await anext(events, None))
+                frames += more
+                if done or tally.has_output():
+                    break
+        except BaseException as exc:
+            resp.close()
+            await _aclose(events)
+            if isinstance(exc, asyncio.TimeoutError):
+                raise UpstreamError(f"{self.name}: no stream event within the timeout", 504, retryable=True) from exc
+            if isinstance(exc, (*TRANSPORT_ERRORS, SSEError, StreamFault)):
+                raise UpstreamError(f"{self.name}: stream failed before its first output: {exc}", 502,
+                                    retryable=True) from exc
+            raise
+        state = {"done": done}
+
+        def on_close() -> None:
+            # A finished stream goes back to the pool; an unfinished one is closed so the
+            # provider sees the connection drop and stops generating.
+            if state["done"]:
+                resp.release()
+            else:
+                resp.close()
+            tally.finish()
+
+        return RelayStream(self._pump(frames, done, events, step, tally, state), on_close)
+
+    async def _pump(self, frames: list[bytes], done: bool, events: AsyncIterator[Any], step: Step,
+                    tally: Tally, state: dict[str, bool]) -> AsyncIterator[bytes]:
+        try:
+            while True:
+                for frame in frames:
+                    yield frame
+                if done:
+                    state["done"] = True
+                    return
+                frames, done = step(await anext(events, None))
+        except asyncio.TimeoutError as exc:
+            failure = UpstreamError(f"{self.name}: stream stalled past the timeout", 504)
+            cause: BaseException = exc
+        except (*TRANSPORT_ERRORS, SSEError, StreamFault) as exc:
+            failure = UpstreamError(f"{self.name}: stream broke mid-way: {exc}", 502)
+            cause = exc
+        finally:
+            await _aclose(events)
+        tally.finish()
+        raise failure from cause
+
+
+def parse_json_body(raw: bytes, provider: str) -> dict[str, Any]:
+    """A whole answer as a JSON object; anything else is a retryable failure (nothing relayed yet)."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamError(f"{provider}: answer is not JSON", 502, retryable=True) from exc
+    if not isinstance(doc, dict):
+        raise UpstreamError(f"{provider}: answer is not a JSON object", 502, retryable=True)
+    return doc
+
+
+def parse_event_json(event: SSEEvent | None) -> dict[str, Any]:
+    """An event's data as a JSON object; a StreamFault if unreadable or if the body ended (None)."""
+    if event is None:
+        raise StreamFault("the stream ended before its end marker")
+    try:
+        doc = orjson.loads(event.data)
+    except orjson.JSONDecodeError as exc:
+        raise StreamFault(f"unreadable event data {event.data[:80]!r}") from exc
+    if not isinstance(doc, dict):
+        raise StreamFault(f"event data is not an object: {event.data[:80]!r}")
+    return doc
+
+
+async def _aclose(events: AsyncIterator[Any]) -> None:
+    aclose = getattr(events, "aclose", None)
+    if aclose is not None:
+        try:
+            await aclose()
+        except Exception:  # closing a broken upstream iterator must not mask the real failure
+            pass

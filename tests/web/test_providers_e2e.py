@@ -1,0 +1,188 @@
+"""Real provider adapters behind the gateway, driven by the official SDKs, against wire-faithful fakes.
+
+Each fake runs on its own event loop thread on loopback; the gateway runs as in
+production; the tests assert what the client sees and what the ledger and the
+budgets hold afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import threading
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Iterator
+
+import openai
+import orjson
+import pytest
+
+from p402.providers.prices import catalog_price
+from tests.gatewaykit import config_of, gateway, org
+from tests.providers.fakes.anthropic_fake import AnthropicFake
+from tests.providers.fakes.bedrock_fake import BedrockFake
+from tests.providers.fakes.gemini_fake import GeminiFake
+from tests.providers.fakes.openai_fake import OpenAIFake
+from tests.providers.fakes.openrouter_fake import OpenRouterFake
+
+PROMPT = [{"role": "user", "content": "What does p402 do?"}]
+MODELS = [
+    {"name": "gpt-4o-mini", "provider": "openai", "categories": ["chat"], "fallbacks": ["claude"]},
+    {"name": "claude", "provider": "anthropic", "upstream": "claude-sonnet-4-6", "categories": ["chat"]},
+    {"name": "gemini", "provider": "gemini", "upstream": "gemini-2.5-flash", "categories": ["chat"]},
+    {"name": "nova", "provider": "bedrock", "upstream": "amazon.nova-lite-v1:0", "categories": ["chat"]},
+    {"name": "router-mini", "provider": "openrouter", "upstream": "openai/gpt-4o-mini", "categories": ["chat"]},
+]
+
+
+class FakeLoop:
+    """Runs fakes on a private event loop in a thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=10)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+        self.loop.close()
+
+
+@pytest.fixture
+def fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDFAKEEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "fake-secret-key")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "fake-session-token")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/p402-test-config")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/p402-test-credentials")
+    runner = FakeLoop()
+    servers = {"openai": OpenAIFake(), "anthropic": AnthropicFake(), "gemini": GeminiFake(),
+               "bedrock": BedrockFake(), "openrouter": OpenRouterFake()}
+    for s in servers.values():
+        runner.run(s.start())
+    try:
+        yield {"servers": servers, "loop": runner}
+    finally:
+        for s in servers.values():
+            runner.run(s.stop())
+        runner.close()
+
+
+def providers_for(servers: dict[str, Any]) -> dict[str, Any]:
+    return {"openai": {"api_key": servers["openai"].api_key, "base_url": servers["openai"].base_url, "timeout_s": 5},
+            "anthropic": {"api_key": servers["anthropic"].api_key, "base_url": servers["anthropic"].base_url,
+                          "timeout_s": 5},
+            "gemini": {"api_key": servers["gemini"].api_key, "base_url": servers["gemini"].base_url, "timeout_s": 5},
+            "bedrock": {"region": "us-east-1", "base_url": servers["bedrock"].base_url, "timeout_s": 5},
+            "openrouter": {"api_key": servers["openrouter"].api_key, "base_url": servers["openrouter"].base_url,
+                           "timeout_s": 5}}
+
+
+@contextlib.contextmanager
+def provider_gateway(tmp_path: Path, servers: dict[str, Any]) -> Iterator[Any]:
+    raw = org(tmp_path, providers=providers_for(servers), models=MODELS)
+    with gateway(config_of(raw)) as gw:
+        yield gw
+
+
+def rows(tmp_path: Path, kind: str | None = None) -> list[dict[str, Any]]:
+    with sqlite3.connect(tmp_path / "p402.db") as db:
+        out = [orjson.loads(r[0]) for r in db.execute("SELECT body FROM ledger ORDER BY seq")]
+    return [r for r in out if kind is None or r["kind"] == kind]
+
+
+def reserved(tmp_path: Path) -> int:
+    with sqlite3.connect(tmp_path / "p402.db") as db:
+        return int(db.execute("SELECT COALESCE(SUM(reserved), 0) FROM counters").fetchone()[0])
+
+
+def expected_cost(provider: str, upstream: str, settle: dict[str, Any]) -> Decimal:
+    prompt = settle["input_tokens"] + settle["cache_read_tokens"] + settle["cache_write_tokens"]
+    price = catalog_price(provider, upstream, prompt)
+    assert price is not None
+    nanos = -(-(settle["input_tokens"] * price.input + settle["output_tokens"] * price.output
+                + settle["cache_read_tokens"] * (price.cache_read or price.input)
+                + settle["cache_write_tokens"] * (price.cache_write or price.input)) // 1_000_000)
+    return Decimal(nanos) / 10**9
+
+
+@pytest.mark.parametrize("model, provider, upstream", [
+    ("gpt-4o-mini", "openai", "gpt-4o-mini"), ("claude", "anthropic", "claude-sonnet-4-6"),
+    ("gemini", "gemini", "gemini-2.5-flash"), ("nova", "bedrock", "amazon.nova-lite-v1:0"),
+    ("router-mini", "openrouter", "openai/gpt-4o-mini")])
+def test_every_provider_answers_through_the_openai_sdk_and_settles_at_catalog_price(
+        tmp_path: Path, fakes: dict[str, Any], model: str, provider: str, upstream: str) -> None:
+    with provider_gateway(tmp_path, fakes["servers"]) as gw:
+        raw = gw.openai("carol").chat.completions.with_raw_response.create(model=model, messages=PROMPT, max_tokens=64)
+        completion = raw.parse()
+        assert completion.choices[0].message.content == fakes["servers"][provider].reply_text
+        streamed = "".join(c.choices[0].delta.content or "" for c in gw.openai("carol").chat.completions.create(
+            model=model, messages=PROMPT, max_tokens=64, stream=True) if c.choices)
+        assert streamed == fakes["servers"][provider].reply_text
+        settles = rows(tmp_path, "settle")
+        assert len(settles) == 2 and all(s["usage_reported"] for s in settles)
+        assert Decimal(raw.headers["X-P402-Cost-Usd"]) == expected_cost(provider, upstream, settles[0])
+        assert Decimal(settles[1]["cost_usd"]) == expected_cost(provider, upstream, settles[1])
+        assert reserved(tmp_path) == 0
+        if provider == "openrouter":
+            assert settles[0]["provider_cost_usd"] == fakes["servers"]["openrouter"].cost
+
+
+def test_anthropic_sdk_reaches_native_and_translated_providers(tmp_path: Path, fakes: dict[str, Any]) -> None:
+    with provider_gateway(tmp_path, fakes["servers"]) as gw:
+        native = gw.anthropic("carol").messages.create(model="claude", max_tokens=64, messages=PROMPT)
+        assert native.content[0].text == fakes["servers"]["anthropic"].reply_text
+        translated = gw.anthropic("carol").messages.create(model="gpt-4o-mini", max_tokens=64, messages=PROMPT)
+        assert translated.content[0].text == fakes["servers"]["openai"].reply_text
+        with gw.anthropic("carol").messages.stream(model="gpt-4o-mini", max_tokens=64, messages=PROMPT) as s:
+            assert "".join(s.text_stream) == fakes["servers"]["openai"].reply_text
+        assert len(rows(tmp_path, "settle")) == 3 and reserved(tmp_path) == 0
+
+
+def test_a_rate_limited_model_falls_back_and_each_attempt_is_ledgered(tmp_path: Path, fakes: dict[str, Any]) -> None:
+    fakes["servers"]["openai"].faults.status = 429
+    with provider_gateway(tmp_path, fakes["servers"]) as gw:
+        answer = gw.openai("carol").chat.completions.create(model="gpt-4o-mini", messages=PROMPT, max_tokens=64)
+        assert answer.choices[0].message.content == fakes["servers"]["anthropic"].reply_text
+        decisions = rows(tmp_path, "decision")
+        assert [d["model"] for d in decisions] == ["gpt-4o-mini", "claude"]
+        assert decisions[0]["event_id"] != decisions[1]["event_id"]
+        released = rows(tmp_path, "release")
+        assert len(released) == 1 and released[0]["status"] == "upstream_error" and Decimal(released[0]["cost_usd"]) == 0
+        assert len(rows(tmp_path, "settle")) == 1 and reserved(tmp_path) == 0
+
+
+def test_upstream_errors_reach_the_client_and_release_the_hold(tmp_path: Path, fakes: dict[str, Any]) -> None:
+    with provider_gateway(tmp_path, fakes["servers"]) as gw:
+        fakes["servers"]["gemini"].faults.status = 400
+        with pytest.raises(openai.BadRequestError):
+            gw.openai("carol").chat.completions.create(model="gemini", messages=PROMPT, max_tokens=64)
+        fakes["servers"]["gemini"].faults.status = 503
+        with pytest.raises(openai.APIStatusError) as err:
+            gw.openai("carol").chat.completions.create(model="gemini", messages=PROMPT, max_tokens=64)
+        assert err.value.status_code in (502, 503)
+        assert [r["kind"] for r in rows(tmp_path) if r["kind"] != "policy"] == \
+            ["decision", "release", "decision", "release"]
+        assert reserved(tmp_path) == 0
+
+
+def test_a_stream_broken_midway_is_settled_for_what_was_streamed(tmp_path: Path, fakes: dict[str, Any]) -> None:
+    fakes["servers"]["openai"].faults.break_after = 3
+    with provider_gateway(tmp_path, fakes["servers"]) as gw:
+        received = []
+        with pytest.raises(openai.APIError):
+            for chunk in gw.openai("carol").chat.completions.create(model="gpt-4o-mini", messages=PROMPT,
+                                                                    max_tokens=64, stream=True):
+                received.extend(c.delta.content or "" for c in chunk.choices)
+        settle = rows(tmp_path, "settle")
+        assert len(settle) == 1 and settle[0]["status"] == "upstream_error"
+        assert 0 < settle[0]["output_tokens"] < 20 and Decimal(settle[0]["cost_usd"]) > 0
+        assert reserved(tmp_path) == 0
