@@ -56,12 +56,16 @@ def test_sealing_under_concurrent_writers_yields_a_ledger_that_verifies(signer: 
             final = await sealer.maybe_seal(store, T0 + timedelta(hours=1))
             report = verify_rows(store.chain(), signer.public_key)
             assert report.ok, report.summary()
-            assert final is not None and report.sealed_through == final["covered_seq"]
-            return sealed, report.checkpoints
+            # The loop may already have sealed every row (then nothing is left to seal):
+            # either way, every row but the last checkpoint itself is under a signature.
+            assert report.sealed_through == report.last_seq - 1
+            if final is not None:
+                assert report.sealed_through == final["covered_seq"]
+            return sealed + (final is not None), report.checkpoints
         finally:
             await store.close()
             with psycopg.connect(PG_URL, autocommit=True) as conn:
                 conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
     sealed_while_writing, checkpoints = asyncio.run(main())
-    assert sealed_while_writing >= 1 and checkpoints == sealed_while_writing + 1
+    assert sealed_while_writing >= 1 and checkpoints == sealed_while_writing  # every seal is one checkpoint
