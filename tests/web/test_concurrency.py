@@ -62,3 +62,41 @@ async def _race(bases: list[str], n: int) -> list[tuple[int, str]]:
 def _usd(nanos: int) -> str:
     from p402.core.money import format_usd
     return format_usd(nanos)
+
+
+def test_replicas_sharing_postgresql_never_overspend(tmp_path: Path) -> None:
+    import uuid
+
+    import psycopg
+
+    from p402.stores.postgres import PostgresStore
+    schema = f"p402_e2e_{uuid.uuid4().hex[:12]}"
+    base_url = "postgresql://postgres@127.0.0.1:5432/test"
+    with psycopg.connect(base_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        estimate = chat_input_bound(BODY, "o200k_base") * 150 + 10 * 600
+        budgets = [{"id": "eng", "scope": "department:eng", "cap_usd": _usd(estimate * 21 // 2), "period": "day"}]
+        raw = org(tmp_path, budgets, ledger={"signing_key": str(tmp_path / "ledger-key.pem")})
+        raw["store"] = f"{base_url}?options=-c%20search_path%3D{schema}"
+        config = config_of(raw)
+        with contextlib.ExitStack() as stack:
+            replicas = [stack.enter_context(gateway(config)) for _ in range(2)]
+            statuses = asyncio.run(_race([r.base for r in replicas], 80))
+        assert sum(1 for s, _ in statuses if s == 200) == 10  # floor(10.5), across both replicas
+        with psycopg.connect(base_url, autocommit=True, options=f"-c search_path={schema}") as conn:
+            settled, reserved = conn.execute("SELECT SUM(settled), SUM(reserved) FROM counters").fetchone()
+            holds = conn.execute("SELECT COUNT(*) FROM holds").fetchone()[0]
+        assert (settled, reserved, holds) == (10 * estimate, 0, 0)
+
+        async def verify() -> tuple[int, object]:
+            store = await PostgresStore.connect(base_url, schema)
+            try:
+                return verify_chain(store.chain())
+            finally:
+                await store.close()
+        count, fault = asyncio.run(verify())
+        assert fault is None and count >= 80 + 10
+    finally:
+        with psycopg.connect(base_url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
