@@ -16,10 +16,10 @@ from p402.pipeline.ports import LedgerFilter
 from p402.prove.checkpoints import latest_checkpoint
 from p402.prove.export import csv_lines, jsonl_lines
 from p402.prove.focus import focus_lines
-from p402.prove.merkle import inclusion_proof, leaf_hash, root_of
+from p402.prove.merkle import consistency_proof, inclusion_proof, leaf_hash, root_of
 from p402.prove.signing import Signer
 
-__all__ = ["checkpoint_info", "inclusion", "export_lines", "EXPORT_FORMATS", "MAX_CHECKPOINTS_SCANNED"]
+__all__ = ["checkpoint_info", "inclusion", "consistency", "export_lines", "EXPORT_FORMATS", "MAX_CHECKPOINTS_SCANNED"]
 
 EXPORT_FORMATS = ("jsonl", "csv", "focus")
 MAX_CHECKPOINTS_SCANNED = 1000
@@ -53,6 +53,26 @@ async def inclusion(store: Any, seq: int) -> dict[str, Any] | None:
     return {"checkpoint_event_id": cp["event_id"], "tree_size": size, "root": cp["root"], "leaf_index": seq - 1,
             "leaf_hash": leaves[seq - 1].hex(), "audit_path": [h.hex() for h in path],
             "algorithm": "RFC 6962 Merkle audit path; leaves are the rows' SHA-256 hashes (bytes)"}
+
+
+async def consistency(store: Any, old_size: int, new_size: int) -> dict[str, Any] | None:
+    """A consistency proof between the checkpoints of `old_size` and `new_size` rows (None if either is unknown).
+
+    It proves the older signed tree is a prefix of the newer one: nothing the
+    older checkpoint covered was edited, removed or reordered since.
+    """
+    checkpoints = await store.events(LedgerFilter(kind="checkpoint", limit=MAX_CHECKPOINTS_SCANNED))
+    by_size = {int(c.body["tree_size"]): c.body for c in checkpoints}
+    old, new = by_size.get(old_size), by_size.get(new_size)
+    if old is None or new is None or old_size > new_size:
+        return None
+    leaves = [leaf_hash(bytes.fromhex(row.hash)) for row in _rows_until(store, new_size)]
+    if len(leaves) != new_size or root_of(leaves).hex() != new["root"]:
+        return {"error": "the stored rows do not match the newer signed checkpoint; run p402 ledger verify"}
+    return {"old": {"tree_size": old_size, "root": old["root"], "event_id": old["event_id"]},
+            "new": {"tree_size": new_size, "root": new["root"], "event_id": new["event_id"]},
+            "proof": [h.hex() for h in consistency_proof(leaves, old_size)],
+            "algorithm": "RFC 9162 section 2.1.4 consistency proof"}
 
 
 def _rows_until(store: Any, size: int) -> Iterator[Any]:

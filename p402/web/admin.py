@@ -25,7 +25,7 @@ from p402.core.scopes import ATTRIBUTION_ID_RE, parse_scope
 from p402.errors import ConfigError, Conflict, NotFound, StoreUnavailable
 from p402.mandates.errors import MandateRejected
 from p402.ops.apply import key_record, new_secret
-from p402.ops.ledger import EXPORT_FORMATS, checkpoint_info, export_lines, inclusion
+from p402.ops.ledger import EXPORT_FORMATS, checkpoint_info, consistency, export_lines, inclusion
 from p402.ops.mandates import REJECTION_STATUS, submit_document
 from p402.prove.checkpoints import latest_checkpoint
 from p402.prove.explain import explain
@@ -281,6 +281,17 @@ def admin_app(runtime: Any) -> Starlette:
     async def checkpoint(request: Request, role: str) -> Any:
         return await checkpoint_info(store, runtime.signer)
 
+    async def consistent(request: Request, role: str) -> Any:
+        try:
+            old, new = int(request.query_params["from"]), int(request.query_params["to"])
+        except (KeyError, ValueError):
+            raise ApiError(400, "from and to must be the tree sizes (row counts) of two checkpoints",
+                           "invalid_request", "from") from None
+        proof = await consistency(store, old, new)
+        if proof is None:
+            raise NotFound(f"no pair of checkpoints with tree sizes {old} and {new} (from <= to)")
+        return proof
+
     async def export(request: Request, role: str) -> Any:
         fmt = request.query_params.get("format", "jsonl")
         if fmt not in EXPORT_FORMATS:
@@ -340,6 +351,7 @@ def admin_app(runtime: Any) -> Starlette:
         Route("/ledger/events", endpoint(runtime, None, events), methods=["GET"]),
         Route("/ledger/events/{event_id}", endpoint(runtime, None, event), methods=["GET"]),
         Route("/ledger/checkpoint", endpoint(runtime, None, checkpoint), methods=["GET"]),
+        Route("/ledger/consistency", endpoint(runtime, None, consistent), methods=["GET"]),
         Route("/ledger/export", endpoint(runtime, None, export), methods=["GET"]),
         Route("/mandates", endpoint(runtime, "mandates", post_mandate), methods=["POST"]),
         Route("/mandates/{digest}/revoke", endpoint(runtime, "mandates", revoke_mandate), methods=["POST"]),

@@ -20,6 +20,7 @@ ADMIN_PATHS: dict[str, dict[str, str]] = {
     "/admin/v1/ledger/events": {"get": "Ledger rows, newest first (deny_code, scope, since, limit, before)"},
     "/admin/v1/ledger/events/{event_id}": {"get": "Every ledger row of one request, explained, with inclusion proofs"},
     "/admin/v1/ledger/checkpoint": {"get": "The newest signed checkpoint and the checkpoint public key"},
+    "/admin/v1/ledger/consistency": {"get": "Consistency proof between two checkpoints (from, to: tree sizes)"},
     "/admin/v1/ledger/export": {"get": "Stream the ledger: format=jsonl (verifiable offline), csv or focus (admin, finance)"},
     "/admin/v1/mandates": {"post": "Submit a signed mandate (admin); verified once, stored by digest"},
     "/admin/v1/mandates/{digest}/revoke": {"post": "Submit a signed revocation of that mandate (admin)"},

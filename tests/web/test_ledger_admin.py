@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from p402.prove.export import verify_export
-from p402.prove.merkle import verify_inclusion
+from p402.prove.merkle import verify_consistency, verify_inclusion
 from tests.gatewaykit import ADMIN_TOKEN, VIEWER_TOKEN, config_of, gateway, org
 
 PROMPT = [{"role": "user", "content": "hello"}]
@@ -76,6 +76,23 @@ def test_events_are_explained_and_provably_included_in_a_signed_checkpoint(tmp_p
         path.write_bytes(b"\n".join(orjson.dumps(l) for l in tampered) + b"\n")
         bad = verify_export(path, info["public_key"])
         assert not bad.ok and bad.fault is not None and bad.fault.seq == tampered[victim]["seq"]
+
+        # Two checkpoints: the older tree is provably a prefix of the newer one.
+        gw.openai("carol").chat.completions.create(model="gpt-4o-mini", messages=PROMPT)
+        deadline = time.time() + 10
+        while True:
+            newer = orjson.loads(get(gw.base, "/admin/v1/ledger/checkpoint")[1])["checkpoint"]
+            if newer["tree_size"] > sealed["tree_size"] or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        status, body = get(gw.base, f"/admin/v1/ledger/consistency?from={sealed['tree_size']}&to={newer['tree_size']}")
+        c = orjson.loads(body)
+        assert status == 200
+        assert verify_consistency(sealed["tree_size"], newer["tree_size"], bytes.fromhex(sealed["root"]),
+                                  bytes.fromhex(newer["root"]), [bytes.fromhex(h) for h in c["proof"]])
+        assert not verify_consistency(sealed["tree_size"], newer["tree_size"], bytes.fromhex(newer["root"]),
+                                      bytes.fromhex(newer["root"]), [bytes.fromhex(h) for h in c["proof"]])
+        assert get(gw.base, "/admin/v1/ledger/consistency?from=1&to=x")[0] == 400
 
         status, focus = get(gw.base, "/admin/v1/ledger/export?format=focus")
         header = focus.splitlines()[0].decode().split(",")
