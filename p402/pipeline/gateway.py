@@ -243,7 +243,10 @@ class Gateway:
         entry = settlement_entry(a.event_id, self.clock(), a.ask, a.hold_id, a.decision.estimate_nanos, cost,
                                  usage or Usage(), status, a.version, error)
         try:
-            await self.store.settle(a.hold_id, cost, entry)
+            if not await self.store.settle(a.hold_id, cost, entry):
+                # The hold's lease ran out first and it was settled as orphaned at
+                # its reserved amount; record what the call really cost beside it.
+                await self.store.record({**entry, "kind": "late_settle"})
         except StoreUnavailable:
             # The hold stays reserved in the store (still counted against the
             # caps: safe), and the settlement is replayed when the store returns.
