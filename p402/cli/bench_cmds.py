@@ -45,6 +45,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise CliError(f"--out {out}: {exc.strerror}", 2) from None
     argv = ["--out", str(out)] + (["--quick"] if args.quick else []) + (["--no-litellm"] if args.no_litellm else [])
     try:
-        return run.main(argv)
+        return int(run.main(argv))
     except RuntimeError as exc:  # a process of the benchmark failed to start; its log tail is in the message
         raise CliError(f"bench failed: {exc}") from None

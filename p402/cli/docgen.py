@@ -65,7 +65,7 @@ def command_parsers(parser: argparse.ArgumentParser | None = None,
 
 
 def _help(parser: argparse.ArgumentParser) -> str:
-    parser.formatter_class = lambda prog: argparse.HelpFormatter(prog, width=HELP_WIDTH)  # type: ignore[assignment]
+    parser.formatter_class = lambda prog: argparse.HelpFormatter(prog, width=HELP_WIDTH)
     return parser.format_help().rstrip() + "\n"
 
 

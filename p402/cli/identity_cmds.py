@@ -19,7 +19,7 @@ __all__ = ["add_commands"]
 
 
 def add_commands(sub: Any, add: Any, store_args: Any, parser_class: Any) -> None:
-    identity = add("identity", lambda a: identity.print_help(), "budget owners' secp256k1 identities (ERC-8004)")
+    identity = add("identity", None, "budget owners' secp256k1 identities (ERC-8004)")
     isub = identity.add_subparsers(dest="identity_command", metavar="SUBCOMMAND", parser_class=parser_class)
     p = isub.add_parser("new", help="make a key file and an ERC-8004 registration file",
                         description="make a key file (0600) and an ERC-8004 registration file")
@@ -29,7 +29,7 @@ def add_commands(sub: Any, add: Any, store_args: Any, parser_class: Any) -> None
     p.add_argument("--registration", default=None, help="registration file to write (default NAME.registration.json)")
     p.add_argument("--chain-id", type=int, default=DEFAULT_CHAIN_ID, help=f"EIP-155 chain id (default {DEFAULT_CHAIN_ID})")
 
-    mandate = add("mandate", lambda a: mandate.print_help(), "sign, verify and revoke budget mandates")
+    mandate = add("mandate", None, "sign, verify and revoke budget mandates")
     msub = mandate.add_subparsers(dest="mandate_command", metavar="SUBCOMMAND", parser_class=parser_class)
     p = msub.add_parser("sign", help="sign a mandate from a YAML spec", description="sign a mandate from a YAML spec")
     p.set_defaults(func=cmd_mandate_sign)
@@ -48,7 +48,7 @@ def add_commands(sub: Any, add: Any, store_args: Any, parser_class: Any) -> None
     p.add_argument("--out", help="write the document here (default: stdout)")
     p.add_argument("--chain-id", type=int, default=DEFAULT_CHAIN_ID, help="EIP-155 chain id")
 
-    override = add("override", lambda a: override.print_help(), "sign time-boxed budget raises")
+    override = add("override", None, "sign time-boxed budget raises")
     osub = override.add_subparsers(dest="override_command", metavar="SUBCOMMAND", parser_class=parser_class)
     p = osub.add_parser("sign", help="sign an override from a YAML spec", description="sign an override from a YAML spec")
     p.set_defaults(func=cmd_override_sign)

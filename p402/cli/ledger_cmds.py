@@ -14,7 +14,7 @@ __all__ = ["add_commands", "cmd_verify", "cmd_export", "cmd_simulate"]
 
 
 def add_commands(sub: Any, add: Any, store_args: Any, parser_class: Any) -> None:
-    ledger = add("ledger", lambda a: ledger.print_help(), "verify and export the tamper-evident ledger")
+    ledger = add("ledger", None, "verify and export the tamper-evident ledger")
     lsub = ledger.add_subparsers(dest="ledger_command", metavar="SUBCOMMAND", parser_class=parser_class)
     p = lsub.add_parser("verify", help="exit 0 when the ledger is intact; otherwise name the first bad row",
                         description="check the hash chain and every signed checkpoint, of the store or of an "

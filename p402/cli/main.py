@@ -43,9 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"p402 {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    def add(name: str, fn: Callable[[argparse.Namespace], Any], help_text: str) -> argparse.ArgumentParser:
+    def add(name: str, fn: Callable[[argparse.Namespace], Any] | None, help_text: str) -> argparse.ArgumentParser:
+        """Add a command; `fn` None makes a command group that prints its own help."""
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(func=fn)
+        p.set_defaults(func=fn if fn is not None else (lambda a: _help(p)))
         return p
 
     p = add("serve", serve.cmd_serve, "run the gateway")
@@ -64,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--file", required=True, help="the config file")
     p.add_argument("--prune", action="store_true", help="also delete store objects the file does not name")
 
-    keys = add("keys", lambda a: _help(keys), "manage API keys")
+    keys = add("keys", None, "manage API keys")
     ksub = keys.add_subparsers(dest="keys_command", metavar="SUBCOMMAND", parser_class=_Parser)
     p = ksub.add_parser("create", help="create a key; prints its secret once", description="create a key; prints its secret once")
     p.set_defaults(func=commands.cmd_keys_create)
@@ -82,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", help="the key's id")
     _store_args(p)
 
-    budgets = add("budgets", lambda a: _help(budgets), "inspect budgets")
+    budgets = add("budgets", None, "inspect budgets")
     bsub = budgets.add_subparsers(dest="budgets_command", metavar="SUBCOMMAND", parser_class=_Parser)
     p = bsub.add_parser("list", help="budgets with their current balances", description="budgets with their current balances")
     p.set_defaults(func=commands.cmd_budgets_list)

@@ -61,7 +61,8 @@ async def run_server(app: Any, host: str, port: int) -> tuple[Any, asyncio.Task[
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                                            lifespan="on", http="httptools",
                                            timeout_graceful_shutdown=SHUTDOWN_GRACE_S))
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    # The demo runs the server inside its own asyncio.run(): Ctrl-C belongs to the demo.
+    setattr(server, "install_signal_handlers", lambda: None)
     task = asyncio.ensure_future(server.serve())
     while not server.started:
         if task.done():

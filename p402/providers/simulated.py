@@ -137,7 +137,7 @@ class SimulatedProvider:
         yield b"data: [DONE]\n\n"
 
     async def _messages_stream(self, call: Call, out: int, truncated: bool, usage: Usage) -> AsyncIterator[bytes]:
-        message = {"id": self._id("msg"), "type": "message", "role": "assistant", "model": call.upstream_model,
+        message: dict[str, Any] = {"id": self._id("msg"), "type": "message", "role": "assistant", "model": call.upstream_model,
                    "content": [], "stop_reason": None, "stop_sequence": None,
                    "usage": {"input_tokens": usage.input_tokens, "output_tokens": 1}}
         yield _event("message_start", {"type": "message_start", "message": message})

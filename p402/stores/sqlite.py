@@ -310,7 +310,8 @@ class SqliteStore:
         return int(self.db.execute("SELECT COUNT(*) FROM holds").fetchone()[0])
 
     async def events(self, f: LedgerFilter) -> list[LedgerEvent]:
-        where, args = [], []
+        where: list[str] = []
+        args: list[object] = []
         if f.deny_code:
             where.append("deny_code = ?"); args.append(f.deny_code)
         if f.kind:

@@ -67,7 +67,7 @@ def role_of(runtime: Any, request: Request) -> str:
     role = None
     for candidate, r in runtime.config.admin_tokens:
         if hmac.compare_digest(candidate.encode(), token.encode()):
-            role = r
+            role = str(r)
     if role is None:
         raise ApiError(401, "unknown admin token", "unauthenticated")
     return role
