@@ -58,10 +58,17 @@ def _error(e: ApiError) -> Response:
                          e.status)
 
 
-def role_of(runtime: Any, request: Request) -> str:
-    """The caller's role, from `Authorization: Bearer <admin token>` (constant-time compare)."""
+def role_of(runtime: Any, request: Request, allow_query: bool = False) -> str:
+    """The caller's role, from `Authorization: Bearer <admin token>` (constant-time compare).
+
+    Only the dashboard (`allow_query`) also takes `?token=`: a browser's EventSource
+    cannot send headers. The admin API never reads tokens from URLs, which end up
+    in proxies' and servers' access logs.
+    """
     auth = request.headers.get("authorization", "")
-    token = auth[7:].strip() if auth[:7].lower() == "bearer " else request.query_params.get("token", "")
+    token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+    if not token and allow_query:
+        token = request.query_params.get("token", "")
     if not token:
         raise ApiError(401, "admin token required: send Authorization: Bearer <token>", "unauthenticated")
     role = None

@@ -167,7 +167,7 @@ class _Dashboard:
     def problem(self, request: Request) -> str | None:
         """None when the admin token is good (any role), else what is wrong with it."""
         try:
-            role_of(self.runtime, request)
+            role_of(self.runtime, request, allow_query=True)
         except ApiError as exc:
             return exc.message
         return None
