@@ -130,6 +130,7 @@ class Gateway:
         if provider is None or req.route not in provider.routes:
             return Refusal(400, "unsupported_route", f"model {model.name} (provider {model.provider}) cannot serve "
                                                      f"this API format", param="model")
+        t0 = time.perf_counter()  # the policy decision: price, decide, reserve and its ledger row
         now = self.clock()
         client_max = _client_max_tokens(req)
         ask = Ask(who=who, model=model, input_tokens=_BOUNDS[req.route](req.body, model.tokenizer),
@@ -137,7 +138,6 @@ class Gateway:
                   presented_mandate=req.mandate.lower() if req.mandate else None)  # digests are stored lowercase
         event_id = new_id("evt", now)
         prepared = prepare(ask, policy)
-        t0 = time.perf_counter()
         try:
             if isinstance(prepared, Decision):
                 decision, hold_id = prepared, None
