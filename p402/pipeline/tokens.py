@@ -1,7 +1,8 @@
 """Upper bounds on a request's input tokens, offline.
 
-OpenAI-family models are counted exactly with the `bpe-openai` package (the
-o200k/cl100k files ship inside it) plus the chat format's per-message overhead.
+OpenAI-family models are counted exactly (plus the chat format's per-message
+overhead) with `tiktoken`, reading the o200k/cl100k rank files that ship inside
+the `bpe-openai` package (see `p402.pipeline.encodings`: offline, never a download).
 For other models no public tokenizer exists offline, so the bound is the UTF-8
 byte count: a byte-level BPE never makes more tokens than bytes. Images count a
 fixed bound each (`IMAGE_TOKEN_BOUND`).
@@ -9,11 +10,12 @@ fixed bound each (`IMAGE_TOKEN_BOUND`).
 
 from __future__ import annotations
 
-import warnings
 from functools import lru_cache
 from typing import Any
 
 import orjson
+
+from p402.pipeline.encodings import load_encoding
 
 __all__ = ["count_text", "chat_input_bound", "messages_input_bound", "embeddings_input_bound", "IMAGE_TOKEN_BOUND",
            "warm"]
@@ -28,13 +30,7 @@ _PER_REPLY = 3  # every reply is primed with <|start|>assistant<|message|>
 
 @lru_cache(maxsize=4)
 def _encoding(name: str) -> Any:
-    # bpe-openai 0.1.4 reads its bundled files with a deprecated importlib API;
-    # the warning is theirs and harmless, so it is silenced here and only here.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="open_binary is deprecated", category=DeprecationWarning)
-        import bpe_openai
-
-        return bpe_openai.get_encoding(name)
+    return load_encoding(name)
 
 
 def warm(names: tuple[str, ...] = ("o200k_base",)) -> None:

