@@ -17,7 +17,7 @@ import psycopg
 
 from p402.errors import StoreError
 from p402.stores.pgpool import Connection
-from p402.stores.sqlite import LEDGER_COLUMNS
+from p402.stores.layout import LEDGER_COLUMNS
 
 __all__ = ["APPEND", "dumps", "split_body", "append", "appended_seqs"]
 

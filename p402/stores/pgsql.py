@@ -12,7 +12,6 @@ from typing import Iterable
 from p402.core.policy import CounterKey
 
 # Must equal SqliteStore's rollup attribution (the contract suite checks both stores agree).
-SPEND_KEYS = ("department", "employee", "project", "customer", "feature", "workflow", "key", "model")
 GROUPS = ("department", "employee", "project", "customer", "feature", "workflow", "key_id", "model")
 
 KEYS = "SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[])"

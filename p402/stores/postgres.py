@@ -48,7 +48,7 @@ from p402.pipeline.ports import EntryBuilder, HoldInfo, KeyRecord, LedgerEvent, 
 from p402.stores import pgsql as q
 from p402.stores.pgledger import append, appended_seqs, dumps
 from p402.stores.pgpool import DEFAULT_POOL_SIZE, Connection, PgPool, retrying, translate
-from p402.stores.sqlite import LEDGER_COLUMNS
+from p402.stores.layout import LEDGER_COLUMNS, SPEND_KEYS
 
 __all__ = ["PostgresStore", "CONNECT_TIMEOUT_S", "STATEMENT_TIMEOUT_MS", "EXPIRE_BATCH", "CHAIN_BATCH"]
 
@@ -146,7 +146,7 @@ class PostgresStore:
                 reserve_on = q.lock_order(decision.reserve_on)
                 if reserve_on:
                     await conn.execute(q.RESERVE, (amount, *q.key_arrays(reserve_on)))
-                context = {k: body.get(k, "") for k in q.SPEND_KEYS}
+                context = {k: body.get(k, "") for k in SPEND_KEYS}
                 await conn.execute(q.ADD_HOLD, (
                     hold_id, body["event_id"], amount,
                     dumps([[k.budget_id, k.member, k.window] for k in reserve_on]).decode(),
@@ -399,7 +399,7 @@ async def _setup_connection(conn: Connection) -> None:
 
 async def _count_spend(conn: Connection, body: Mapping[str, Any], cost_nanos: int, denied: bool) -> None:
     day = int(datetime.fromisoformat(body["ts"]).timestamp()) // 86400
-    await conn.execute(q.COUNT_SPEND, (day, *(body.get(k) or "" for k in q.SPEND_KEYS), cost_nanos,
+    await conn.execute(q.COUNT_SPEND, (day, *(body.get(k) or "" for k in SPEND_KEYS), cost_nanos,
                                       0 if denied else 1, 1 if denied else 0))
 
 

@@ -23,17 +23,13 @@ from p402.core.ids import new_id
 from p402.core.ledger import GENESIS_HASH, ChainRow, chain_hash
 from p402.core.policy import CounterKey
 from p402.errors import Conflict, NotFound, StoreError, StoreUnavailable
+from p402.stores.layout import LEDGER_COLUMNS, SPEND_KEYS
 from p402.pipeline.ports import EntryBuilder, HoldInfo, KeyRecord, LedgerEvent, LedgerFilter
 
 __all__ = ["SqliteStore", "LEDGER_COLUMNS", "DEFAULT_BUSY_TIMEOUT_MS"]
 
-# Ledger columns that copy a body field (column -> body key); verify checks them.
-LEDGER_COLUMNS = {"event_id": "event_id", "ts": "ts", "kind": "kind", "deny_code": "deny_code",
-                  "department": "department", "employee": "employee", "project": "project",
-                  "customer": "customer", "feature": "feature", "workflow": "workflow", "key_id": "key"}
 _INSERT_LEDGER = ("INSERT INTO ledger (seq, body, prev_hash, hash, " + ", ".join(LEDGER_COLUMNS)
                   + ") VALUES (" + ", ".join("?" * (4 + len(LEDGER_COLUMNS))) + ")")
-_SPEND_KEYS = ("department", "employee", "project", "customer", "feature", "workflow", "key", "model")
 # How long a writer waits for another process's write lock before the store counts
 # as unavailable (and the request fails closed). Write transactions here take
 # tens of microseconds, so a wait this long means something is wrong. The wait
@@ -132,7 +128,7 @@ class SqliteStore:
                 amount = decision.estimate_nanos
                 self.db.executemany(_UPSERT_RESERVED, [(k.budget_id, k.member, k.window, amount)
                                                        for k in decision.reserve_on])
-                context = {k: body.get(k, "") for k in _SPEND_KEYS}
+                context = {k: body.get(k, "") for k in SPEND_KEYS}
                 self.db.execute("INSERT INTO holds (id, event_id, amount, keys, expires_at, department, context) "
                                 "VALUES (?,?,?,?,?,?,?)",
                                 (hold_id, body["event_id"], amount,
@@ -165,7 +161,7 @@ class SqliteStore:
             "INSERT INTO spend (day, department, employee, project, customer, feature, workflow, key_id, model, "
             "cost, requests, denied) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET "
             "cost = cost + excluded.cost, requests = requests + excluded.requests, denied = denied + excluded.denied",
-            (day, *(body.get(k) or "" for k in _SPEND_KEYS), cost_nanos, 0 if denied else 1, 1 if denied else 0))
+            (day, *(body.get(k) or "" for k in SPEND_KEYS), cost_nanos, 0 if denied else 1, 1 if denied else 0))
 
     async def record(self, entry: dict[str, Any]) -> int:
         with self._txn():
