@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import os
 from datetime import datetime, timezone
 from pathlib import Path
@@ -97,30 +98,31 @@ def _csv_cell(value: Any) -> str:
     return text
 
 
+def csv_encoded(header: Iterable[str], records: Iterable[Iterable[str]]) -> Iterator[bytes]:
+    """CSV lines as bytes, one at a time (flat memory however many records)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    for record in itertools.chain([header], records):
+        writer.writerow(record)
+        yield buffer.getvalue().encode()
+        buffer.seek(0)
+        buffer.truncate()
+
+
 def csv_lines(rows: Iterable[ChainRow], *, progress: Progress | None = None,
               total: int | None = None) -> Iterator[bytes]:
     """One CSV line per decision and settlement, settlements carrying their decision's attribution."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-
-    def flush() -> bytes:
-        data = buffer.getvalue().encode()
-        buffer.seek(0)
-        buffer.truncate()
-        return data
-
-    writer.writerow(CSV_COLUMNS)
-    yield flush()
-    for call in calls(rows, progress=progress, total=total):
-        recovery = call.body.get("recovery")
-        values = {name: call.get(name) for name in CSV_COLUMNS}
-        values["seq"] = call.seq
-        values["recovery_action"] = recovery.get("action") if isinstance(recovery, dict) else None
-        for own in ("ts", "event_id", "kind", "outcome", "deny_code", "cost_usd", "output_tokens", "ref",
-                    "flags", "reason"):
-            values[own] = call.body.get(own)  # never inherited from the decision
-        writer.writerow([_csv_cell(values[name]) for name in CSV_COLUMNS])
-        yield flush()
+    def records() -> Iterator[list[str]]:
+        for call in calls(rows, progress=progress, total=total):
+            recovery = call.body.get("recovery")
+            values = {name: call.get(name) for name in CSV_COLUMNS}
+            values["seq"] = call.seq
+            values["recovery_action"] = recovery.get("action") if isinstance(recovery, dict) else None
+            for own in ("ts", "event_id", "kind", "outcome", "deny_code", "cost_usd", "output_tokens", "ref",
+                        "flags", "reason"):
+                values[own] = call.body.get(own)  # never inherited from the decision
+            yield [_csv_cell(values[name]) for name in CSV_COLUMNS]
+    return csv_encoded(CSV_COLUMNS, records())
 
 
 def write_lines(lines: Iterable[bytes], path: str | Path) -> None:

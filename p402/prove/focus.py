@@ -20,8 +20,6 @@ of a company's bill. The mapping (see docs/ledger.md):
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Iterator
 
@@ -30,6 +28,7 @@ import orjson
 from p402.core.ledger import ChainRow
 from p402.core.money import MoneyError, format_usd, parse_usd
 from p402.prove.calls import Call, Progress, calls
+from p402.prove.export import csv_encoded
 from p402.prove.rows import parse_ts
 
 __all__ = ["FOCUS_VERSION", "FOCUS_COLUMNS", "focus_lines", "focus_row"]
@@ -143,20 +142,6 @@ def focus_row(call: Call) -> dict[str, str] | None:
 def focus_lines(rows: Iterable[ChainRow], *, progress: Progress | None = None,
                 total: int | None = None) -> Iterator[bytes]:
     """The FOCUS CSV: a header line, then one line per settled call, in ledger order."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-
-    def flush() -> bytes:
-        data = buffer.getvalue().encode()
-        buffer.seek(0)
-        buffer.truncate()
-        return data
-
-    writer.writerow(FOCUS_COLUMNS)
-    yield flush()
-    for call in calls(rows, progress=progress, total=total):
-        row = focus_row(call)
-        if row is not None:
-            writer.writerow([row[c] for c in FOCUS_COLUMNS])
-            yield flush()
+    rows_of_calls = (focus_row(call) for call in calls(rows, progress=progress, total=total))
+    return csv_encoded(FOCUS_COLUMNS, ([row[c] for c in FOCUS_COLUMNS] for row in rows_of_calls if row is not None))
 
