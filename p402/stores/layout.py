@@ -6,7 +6,9 @@ so the columns that copy body fields (and are checked against them) are one list
 
 from __future__ import annotations
 
-__all__ = ["LEDGER_COLUMNS", "SPEND_KEYS"]
+from p402.pipeline.ports import LedgerFilter
+
+__all__ = ["LEDGER_COLUMNS", "SPEND_KEYS", "ledger_query"]
 
 # Ledger columns that copy a body field (column -> body key); verify checks them.
 LEDGER_COLUMNS = {"event_id": "event_id", "ts": "ts", "kind": "kind", "deny_code": "deny_code",
@@ -14,3 +16,28 @@ LEDGER_COLUMNS = {"event_id": "event_id", "ts": "ts", "kind": "kind", "deny_code
                   "customer": "customer", "feature": "feature", "workflow": "workflow", "key_id": "key"}
 # The attribution a spend rollup row is keyed by (body keys), after its day.
 SPEND_KEYS = ("department", "employee", "project", "customer", "feature", "workflow", "key", "model")
+_FILTER_COLUMNS = frozenset(("department", "employee", "project", "customer", "feature", "workflow", "key_id"))
+
+
+def ledger_query(f: LedgerFilter, mark: str) -> tuple[str, list[object]]:
+    """The newest-first ledger query for a filter, with `mark` as the driver's placeholder (? or %s)."""
+    where: list[str] = []
+    args: list[object] = []
+    if f.deny_code:
+        where.append(f"deny_code = {mark}"); args.append(f.deny_code)
+    if f.kind:
+        where.append(f"kind = {mark}"); args.append(f.kind)
+    if f.scope_kind and f.scope_kind != "tenant":  # one store holds one tenant
+        column = "key_id" if f.scope_kind == "key" else f.scope_kind
+        if column not in _FILTER_COLUMNS:  # never interpolate a name that is not ours
+            raise ValueError(f"cannot filter events by scope kind {f.scope_kind!r}")
+        where.append(f"{column} = {mark}"); args.append(f.scope_id)
+    if f.since:
+        where.append(f"ts >= {mark}"); args.append(f.since)
+    if f.before_seq:
+        where.append(f"seq < {mark}"); args.append(f.before_seq)
+    sql = "SELECT seq, body, hash, prev_hash FROM ledger"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    args.append(f.limit)
+    return sql + f" ORDER BY seq DESC LIMIT {mark}", args

@@ -48,7 +48,7 @@ from p402.pipeline.ports import EntryBuilder, HoldInfo, KeyRecord, LedgerEvent, 
 from p402.stores import pgsql as q
 from p402.stores.pgledger import append, appended_seqs, dumps
 from p402.stores.pgpool import DEFAULT_POOL_SIZE, Connection, PgPool, retrying, translate
-from p402.stores.layout import LEDGER_COLUMNS, SPEND_KEYS
+from p402.stores.layout import LEDGER_COLUMNS, SPEND_KEYS, ledger_query
 
 __all__ = ["PostgresStore", "CONNECT_TIMEOUT_S", "STATEMENT_TIMEOUT_MS", "EXPIRE_BATCH", "CHAIN_BATCH"]
 
@@ -326,26 +326,7 @@ class PostgresStore:
         return int(rows[0][0])
 
     async def events(self, f: LedgerFilter) -> list[LedgerEvent]:
-        where: list[str] = []
-        args: list[Any] = []
-        if f.deny_code:
-            where.append("deny_code = %s"); args.append(f.deny_code)
-        if f.kind:
-            where.append("kind = %s"); args.append(f.kind)
-        if f.scope_kind and f.scope_kind != "tenant":  # one store holds one tenant
-            column = "key_id" if f.scope_kind == "key" else f.scope_kind
-            if column not in q.GROUPS:
-                raise ValueError(f"cannot filter events by scope kind {f.scope_kind!r}")
-            where.append(f"{column} = %s"); args.append(f.scope_id)
-        if f.since:
-            where.append("ts >= %s"); args.append(f.since)
-        if f.before_seq:
-            where.append("seq < %s"); args.append(f.before_seq)
-        query = "SELECT seq, body, hash, prev_hash FROM ledger"
-        if where:
-            query += " WHERE " + " AND ".join(where)
-        query += " ORDER BY seq DESC LIMIT %s"
-        args.append(f.limit)
+        query, args = ledger_query(f, "%s")
         return [LedgerEvent(r[0], orjson.loads(r[1]), r[2], r[3]) for r in await self.pool.fetch(query, args)]
 
     async def event(self, event_id: str) -> list[LedgerEvent]:

@@ -23,7 +23,7 @@ from p402.core.ids import new_id
 from p402.core.ledger import GENESIS_HASH, ChainRow, chain_hash
 from p402.core.policy import CounterKey
 from p402.errors import Conflict, NotFound, StoreError, StoreUnavailable
-from p402.stores.layout import LEDGER_COLUMNS, SPEND_KEYS
+from p402.stores.layout import LEDGER_COLUMNS, SPEND_KEYS, ledger_query
 from p402.pipeline.ports import EntryBuilder, HoldInfo, KeyRecord, LedgerEvent, LedgerFilter
 
 __all__ = ["SqliteStore", "LEDGER_COLUMNS", "DEFAULT_BUSY_TIMEOUT_MS"]
@@ -306,27 +306,7 @@ class SqliteStore:
         return int(self.db.execute("SELECT COUNT(*) FROM holds").fetchone()[0])
 
     async def events(self, f: LedgerFilter) -> list[LedgerEvent]:
-        where: list[str] = []
-        args: list[object] = []
-        if f.deny_code:
-            where.append("deny_code = ?"); args.append(f.deny_code)
-        if f.kind:
-            where.append("kind = ?"); args.append(f.kind)
-        if f.scope_kind:
-            column = "key_id" if f.scope_kind == "key" else f.scope_kind
-            if column == "tenant":
-                where.append("1=1")
-            else:
-                where.append(f"{column} = ?"); args.append(f.scope_id)
-        if f.since:
-            where.append("ts >= ?"); args.append(f.since)
-        if f.before_seq:
-            where.append("seq < ?"); args.append(f.before_seq)
-        sql = "SELECT seq, body, hash, prev_hash FROM ledger"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY seq DESC LIMIT ?"
-        args.append(f.limit)
+        sql, args = ledger_query(f, "?")
         return [LedgerEvent(r[0], orjson.loads(r[1]), r[2], r[3]) for r in self.db.execute(sql, args)]
 
     async def event(self, event_id: str) -> list[LedgerEvent]:
