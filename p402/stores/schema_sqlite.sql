@@ -11,10 +11,11 @@ CREATE TABLE IF NOT EXISTS counters (
   budget_id TEXT NOT NULL, member TEXT NOT NULL, window INTEGER NOT NULL,
   settled INTEGER NOT NULL DEFAULT 0, reserved INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (budget_id, member, window)) WITHOUT ROWID;
+-- Live holds only (requests in flight): one clustered B-tree, one page per write. The expiry
+-- sweep (every few seconds) scans this small table instead of keeping an index on every write.
 CREATE TABLE IF NOT EXISTS holds (
   id TEXT PRIMARY KEY, event_id TEXT NOT NULL, amount INTEGER NOT NULL, keys TEXT NOT NULL,
-  expires_at REAL NOT NULL, department TEXT NOT NULL DEFAULT '', context TEXT NOT NULL DEFAULT '{}');
-CREATE INDEX IF NOT EXISTS holds_expiry ON holds (expires_at);
+  expires_at REAL NOT NULL, department TEXT NOT NULL DEFAULT '', context TEXT NOT NULL DEFAULT '{}') WITHOUT ROWID;
 -- Spend rollups, one row per day and attribution, kept in the settlement's transaction.
 CREATE TABLE IF NOT EXISTS spend (
   day INTEGER NOT NULL, department TEXT NOT NULL, employee TEXT NOT NULL, project TEXT NOT NULL,
