@@ -148,6 +148,9 @@ class Runtime:
                 await t
         for p in self.providers.values():
             await p.close()
+        release = getattr(self.checkpointer.lock if self.checkpointer else None, "release", None)
+        if release is not None:
+            release()  # hand the sealer's role to another replica now, not when the process dies
         await self.store.close()
 
 
@@ -170,7 +173,10 @@ async def build_runtime(config: Config, apply: bool = True, clock: Callable[[], 
     warm(tuple({m.tokenizer for m in config.models}))
     gateway = Gateway(store, providers, policies, keys, metrics, spool, clock, config.hold_ttl_s)
     signer = Signer.load_or_create(config.signing_key)
+    # One sealer per ledger: a file lock beside a SQLite store; an advisory lock in PostgreSQL,
+    # whose replicas may run on different machines.
+    seal_lock = store.seal_lock() if hasattr(store, "seal_lock") else FileSealLock(config.signing_key + ".seal-lock")
     checkpointer = Checkpointer(signer, config.tenant, config.checkpoint_interval_s, config.checkpoint_max_events,
-                                lock=FileSealLock(config.signing_key + ".seal-lock"))
+                                lock=seal_lock)
     return Runtime(config, store, policies, keys, providers, metrics, spool, gateway, clock,
                    signer=signer, checkpointer=checkpointer)

@@ -48,6 +48,7 @@ from p402.pipeline.ports import EntryBuilder, HoldInfo, KeyRecord, LedgerEvent, 
 from p402.stores import pgsql as q
 from p402.stores.pgledger import append, appended_seqs, dumps
 from p402.stores.pgpool import DEFAULT_POOL_SIZE, Connection, PgPool, retrying, translate
+from p402.stores.pgseal import PostgresSealLock
 from p402.stores.layout import LEDGER_COLUMNS, SPEND_KEYS, ledger_query
 
 __all__ = ["PostgresStore", "CONNECT_TIMEOUT_S", "STATEMENT_TIMEOUT_MS", "EXPIRE_BATCH", "CHAIN_BATCH"]
@@ -333,6 +334,10 @@ class PostgresStore:
         rows = await self.pool.fetch("SELECT seq, body, hash, prev_hash FROM ledger WHERE event_id = %s "
                                      "ORDER BY seq", (event_id,))
         return [LedgerEvent(r[0], orjson.loads(r[1]), r[2], r[3]) for r in rows]
+
+    def seal_lock(self) -> PostgresSealLock:
+        """The lock that elects this ledger's one sealer among replicas (see p402.stores.pgseal)."""
+        return PostgresSealLock(self.url, self.pool.params)
 
     def chain(self, batch: int = CHAIN_BATCH, after_seq: int = 0) -> Iterator[ChainRow]:
         """Ledger rows with seq > after_seq in seq order, in bounded batches (verify, export, sealing).

@@ -11,6 +11,8 @@ from pathlib import Path
 import aiohttp
 
 from p402.core.ledger import verify_chain
+from p402.prove.audit import verify_rows
+from p402.prove.signing import Signer
 from p402.pipeline.tokens import chat_input_bound
 from p402.stores.sqlite import SqliteStore
 from tests.gatewaykit import SECRETS, config_of, gateway, org
@@ -77,26 +79,46 @@ def test_replicas_sharing_postgresql_never_overspend(tmp_path: Path) -> None:
     try:
         estimate = chat_input_bound(BODY, "o200k_base") * 150 + 10 * 600
         budgets = [{"id": "eng", "scope": "department:eng", "cap_usd": _usd(estimate * 21 // 2), "period": "day"}]
-        raw = org(tmp_path, budgets, ledger={"signing_key": str(tmp_path / "ledger-key.pem")})
+        raw = org(tmp_path, budgets, ledger={"signing_key": str(tmp_path / "ledger-key.pem"),
+                                             "checkpoint_max_events": 5})
         raw["store"] = f"{base_url}?options=-c%20search_path%3D{schema}"
         config = config_of(raw)
         with contextlib.ExitStack() as stack:
             replicas = [stack.enter_context(gateway(config)) for _ in range(2)]
             statuses = asyncio.run(_race([r.base for r in replicas], 80))
+            _wait_for_checkpoint(base_url, schema)
         assert sum(1 for s, _ in statuses if s == 200) == 10  # floor(10.5), across both replicas
         with psycopg.connect(base_url, autocommit=True, options=f"-c search_path={schema}") as conn:
             settled, reserved = conn.execute("SELECT SUM(settled), SUM(reserved) FROM counters").fetchone()
             holds = conn.execute("SELECT COUNT(*) FROM holds").fetchone()[0]
         assert (settled, reserved, holds) == (10 * estimate, 0, 0)
 
-        async def verify() -> tuple[int, object]:
+        async def verify() -> tuple[int, object, object]:
             store = await PostgresStore.connect(base_url, schema)
             try:
-                return verify_chain(store.chain())
+                key = Signer.load_or_create(tmp_path / "ledger-key.pem").public_key
+                return (*verify_chain(store.chain()), verify_rows(store.chain(), key))
             finally:
                 await store.close()
-        count, fault = asyncio.run(verify())
+        count, fault, audit = asyncio.run(verify())
         assert fault is None and count >= 80 + 10
+        # Both replicas ran a sealer loop; the advisory lock let one seal, so the checkpoints form one chain.
+        assert audit.ok and audit.checkpoints >= 1, audit.summary()
     finally:
         with psycopg.connect(base_url, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def _wait_for_checkpoint(url: str, schema: str, timeout_s: float = 10.0) -> None:
+    """The sealers look every second; wait until one has sealed the race's rows."""
+    import time
+
+    import psycopg
+    deadline = time.time() + timeout_s
+    with psycopg.connect(url, autocommit=True, options=f"-c search_path={schema}") as conn:
+        while time.time() < deadline:
+            last = conn.execute("SELECT MAX(seq) FROM ledger WHERE kind = 'checkpoint'").fetchone()[0]
+            total = conn.execute("SELECT MAX(seq) FROM ledger").fetchone()[0]
+            if last is not None and last >= total - 1:
+                return
+            time.sleep(0.2)
