@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, AsyncIterator, Callable, Mapping, Protocol
+from typing import Any, AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Protocol
 
 import orjson
 
@@ -75,11 +75,13 @@ class Refusal:
 
 @dataclass(slots=True)
 class Admitted:
-    """A provider reply to relay. For streams, iterating `chunks` settles at the end."""
+    """A provider reply to relay. For streams, iterating `chunks` settles at the end;
+    the edge must `await close()` when it is done with the stream, however it ended."""
 
     reply: Reply
     headers: list[tuple[str, str]]
     chunks: AsyncIterator[bytes] | None = None
+    close: Callable[[], Awaitable[None]] | None = None
 
 
 @dataclass(slots=True)
@@ -194,9 +196,25 @@ class Gateway:
             headers.append(("X-P402-Overhead-Ms", f"{overhead * 1000:.3f}"))
             return Admitted(reply, headers)
         headers.append(("X-P402-Overhead-Ms", f"{overhead * 1000:.3f}"))
-        return Admitted(reply, headers, self._relay(a, reply, req.route))
+        started: list[bool] = []
+        closed: list[bool] = []
+        relay = self._relay(a, reply, req.route, started)
 
-    async def _relay(self, a: _Attempt, reply: Reply, route: str) -> AsyncIterator[bytes]:
+        async def close() -> None:
+            if closed:
+                return
+            closed.append(True)
+            await relay.aclose()  # a started relay settles in its own finally
+            if not started:
+                # The client left before the first chunk: the relay's body never ran,
+                # so stop the upstream call and settle (what was billed: nothing yet) here.
+                upstream_close = getattr(reply.chunks, "aclose", None)
+                if upstream_close is not None:
+                    await upstream_close()
+                await self._settle(a, reply, "client_disconnected", "the client went away before the stream began")
+        return Admitted(reply, headers, relay, close)
+
+    async def _relay(self, a: _Attempt, reply: Reply, route: str, started: list[bool]) -> AsyncGenerator[bytes, None]:
         """Relay a stream; whatever ends it (done, upstream failure, client gone), settle once.
 
         The last chunk is held back until the settlement is written, so a client
@@ -204,6 +222,7 @@ class Gateway:
         in every spend report (one chunk of lag, no per-chunk work).
         """
         assert reply.chunks is not None
+        started.append(True)
         status, error, settled = "ok", None, False
         held: bytes | None = None
         try:

@@ -119,33 +119,36 @@ class ClientRoutes:
             assert a.reply.body is not None
             await _respond(send, a.reply.status, a.reply.body, extra, a.reply.content_type.encode())
             return
-        await send({"type": "http.response.start", "status": a.reply.status,
-                    "headers": [(b"content-type", a.reply.content_type.encode()), (b"cache-control", b"no-cache"),
-                                *extra]})
         chunks = a.chunks
+        try:
+            await send({"type": "http.response.start", "status": a.reply.status,
+                        "headers": [(b"content-type", a.reply.content_type.encode()),
+                                    (b"cache-control", b"no-cache"), *extra]})
 
-        async def pump() -> None:
-            try:
+            async def pump() -> None:
                 async for chunk in chunks:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
-            finally:
-                await chunks.aclose()  # type: ignore[attr-defined]
 
-        async def watch() -> None:
-            while (await receive())["type"] != "http.disconnect":
+            async def watch() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+
+            pumping, watching = asyncio.ensure_future(pump()), asyncio.ensure_future(watch())
+            done, _ = await asyncio.wait({pumping, watching}, return_when=asyncio.FIRST_COMPLETED)
+            if pumping in done:
+                watching.cancel()
+            else:  # the client went away: stop the upstream call; the relay settles what was generated
+                pumping.cancel()
+            try:
+                await pumping
+            except (asyncio.CancelledError, OSError):
                 pass
-
-        pumping, watching = asyncio.ensure_future(pump()), asyncio.ensure_future(watch())
-        done, _ = await asyncio.wait({pumping, watching}, return_when=asyncio.FIRST_COMPLETED)
-        if pumping in done:
-            watching.cancel()
-        else:  # the client went away: stop the upstream call; the relay settles what was generated
-            pumping.cancel()
-        try:
-            await pumping
-        except (asyncio.CancelledError, OSError):
-            pass
+        finally:
+            # However the stream ended (done, client gone, even before the first chunk),
+            # the hold is settled exactly once.
+            if a.close is not None:
+                await a.close()
 
     async def _models(self, scope: Scope, send: Send) -> None:
         headers = _headers(scope)

@@ -101,3 +101,25 @@ def test_a_client_leaving_mid_stream_stops_the_call_and_pays_for_what_was_genera
         assert 4 <= settle[0]["output_tokens"] < 400  # stopped long before the full answer
         with sqlite3.connect(tmp_path / "p402.db") as db:
             assert db.execute("SELECT SUM(reserved) FROM counters").fetchone()[0] == 0
+
+
+def test_a_client_gone_before_the_stream_began_is_settled_once(tmp_path: Path) -> None:
+    raw = org(tmp_path)
+    raw["providers"]["simulated"].update({"latency_ms": 300, "completion_tokens": 50, "stream_delay_ms": 20})
+    with gateway(config_of(raw)) as gw:
+        host, port = gw.base.removeprefix("http://").split(":")
+        body = orjson.dumps({"model": "gpt-4o-mini", "stream": True, "messages": PROMPT})
+        with socket.create_connection((host, int(port))) as s:
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Authorization: Bearer " + SECRETS["alice"].encode() + b"\r\nContent-Length: "
+                      + str(len(body)).encode() + b"\r\n\r\n" + body)
+            time.sleep(0.05)  # admitted and waiting on the provider: leave now
+        deadline = time.time() + 5
+        while time.time() < deadline and not [r for r in rows(tmp_path / "p402.db") if r["kind"] in ("settle", "release")]:
+            time.sleep(0.05)
+        time.sleep(0.3)  # anything else that would be written (a second settlement) would be by now
+        ends = [r for r in rows(tmp_path / "p402.db") if r["kind"] in ("settle", "release", "late_settle")]
+        assert len(ends) == 1 and ends[0]["status"] == "client_disconnected"
+        with sqlite3.connect(tmp_path / "p402.db") as db:
+            assert db.execute("SELECT SUM(reserved) FROM counters").fetchone()[0] == 0
+            assert db.execute("SELECT COUNT(*) FROM holds").fetchone()[0] == 0
