@@ -17,7 +17,6 @@ from typing import Any, Callable
 from p402.config import Config
 from p402.core.ids import new_id
 from p402.core.money import format_usd
-from p402.core.policy import ModelSpec
 from p402.errors import LedgerCorrupt, StoreUnavailable
 from p402.ops.apply import apply_config
 from p402.ops.metrics import Metrics
