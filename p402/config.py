@@ -238,7 +238,46 @@ def parse_config(raw: Any, source: str = "p402.yaml") -> Config:
     except (ZoneInfoNotFoundError, ValueError):
         raise ctx.fail("timezone", f"{tz!r} is not a known IANA timezone") from None
     tenant = _ident(ctx, "tenant", raw.get("tenant", "default"))
+    providers = _providers(ctx, raw)
+    departments = _members(ctx, raw, "departments", ("id", "owner", "name"))
+    employees = _members(ctx, raw, "employees", ("id", "department", "name"))
+    for i, (eid, e) in enumerate(employees.items()):
+        if e.get("department") not in departments:
+            raise ctx.fail(f"employees[{i}].department", f"{e.get('department')!r} is not a department in this file")
+    known = {}
+    for kind in ("project", "customer", "feature", "workflow"):
+        if kind + "s" in raw:
+            known[kind] = frozenset(_members(ctx, raw, kind + "s", ("id", "name")).keys())
+    limits = _typed(ctx, "limits", raw.get("limits") or {}, dict, "a mapping")
+    _only(ctx, "limits", limits, ("hold_ttl_s", "max_body_bytes"))
+    hold_ttl = _positive(ctx, "limits.hold_ttl_s", limits.get("hold_ttl_s", DEFAULT_HOLD_TTL_S), (int, float), "seconds")
+    max_body = _positive(ctx, "limits.max_body_bytes", limits.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES), int, "bytes")
+    ledger = _typed(ctx, "ledger", raw.get("ledger") or {}, dict, "a mapping")
+    _only(ctx, "ledger", ledger, ("signing_key", "checkpoint_interval_s", "checkpoint_max_events"))
+    return Config(
+        source=source, store=store, tenant=tenant, timezone=tz, admin_tokens=_admin_tokens(ctx, raw),
+        providers=providers, models=_models(ctx, raw, providers), departments=departments, employees=employees,
+        keys=tuple(_key(ctx, f"keys[{i}]", k, departments, employees)
+                   for i, k in enumerate(_list_of_dicts(ctx, raw, "keys"))),
+        budgets=_budgets(ctx, raw, departments),
+        rules=tuple(_rule(ctx, f"policies[{i}]", r) for i, r in enumerate(_list_of_dicts(ctx, raw, "policies"))),
+        known=known, hold_ttl_s=float(hold_ttl), max_body_bytes=max_body,
+        signing_key=_typed(ctx, "ledger.signing_key", ledger.get("signing_key", default_signing_key(store)), str,
+                           "a file path"),
+        checkpoint_interval_s=float(_positive(ctx, "ledger.checkpoint_interval_s", ledger.get(
+            "checkpoint_interval_s", DEFAULT_CHECKPOINT_INTERVAL_S), (int, float), "seconds")),
+        checkpoint_max_events=_positive(ctx, "ledger.checkpoint_max_events", ledger.get(
+            "checkpoint_max_events", DEFAULT_CHECKPOINT_MAX_EVENTS), int, "a row count"))
 
+
+def _positive(ctx: _Ctx, path: str, value: Any, kind: type | tuple[type, ...], what: str) -> Any:
+    _typed(ctx, path, value, kind, what)
+    if value <= 0:
+        raise ctx.fail(path, f"must be more than zero ({what})")
+    return value
+
+
+def _admin_tokens(ctx: _Ctx, raw: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     tokens = []
     for i, t in enumerate(_list_of_dicts(ctx, raw, "admin_tokens")):
         _only(ctx, f"admin_tokens[{i}]", t, ("token", "role"))
@@ -249,14 +288,19 @@ def parse_config(raw: Any, source: str = "p402.yaml") -> Config:
         if role not in ROLES:
             raise ctx.fail(f"admin_tokens[{i}].role", f"{role!r} is not one of {', '.join(ROLES)}")
         tokens.append((token, str(role)))
+    return tuple(tokens)
 
+
+def _providers(ctx: _Ctx, raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
     providers = _typed(ctx, "providers", raw.get("providers") or {"simulated": {}}, dict, "a mapping of providers")
     for name, settings in providers.items():
         if name not in PROVIDER_NAMES:
             raise ctx.fail(f"providers.{name}", f"unknown provider; expected one of {', '.join(PROVIDER_NAMES)}")
         _typed(ctx, f"providers.{name}", settings if settings is not None else {}, dict, "a mapping of settings")
-    providers = {k: dict(v or {}) for k, v in providers.items()}
+    return {k: dict(v or {}) for k, v in providers.items()}
 
+
+def _models(ctx: _Ctx, raw: dict[str, Any], providers: dict[str, Any]) -> tuple[ModelSpec, ...]:
     models = tuple(_model(ctx, f"models[{i}]", m, providers) for i, m in enumerate(_list_of_dicts(ctx, raw, "models")))
     names = [m.name for m in models]
     for i, m in enumerate(models):
@@ -265,84 +309,58 @@ def parse_config(raw: Any, source: str = "p402.yaml") -> Config:
         for f in m.fallbacks:
             if f not in names:
                 raise ctx.fail(f"models[{i}].fallbacks", f"fallback {f!r} is not a model in this file")
+    return models
 
-    departments = _members(ctx, raw, "departments", ("id", "owner", "name"))
-    employees = _members(ctx, raw, "employees", ("id", "department", "name"))
-    for i, (eid, e) in enumerate(employees.items()):
-        if e.get("department") not in departments:
-            raise ctx.fail(f"employees[{i}].department", f"{e.get('department')!r} is not a department in this file")
 
-    keys = []
-    for i, k in enumerate(_list_of_dicts(ctx, raw, "keys")):
-        _only(ctx, f"keys[{i}]", k, ("id", "employee", "department", "workflow", "secret"))
-        owners = [o for o in ("employee", "department", "workflow") if o in k]
-        if owners == ["department", "workflow"]:
-            owners = ["workflow"]  # a workflow key may also name the department it bills to
-        if len(owners) != 1:
-            raise ctx.fail(f"keys[{i}]", "name exactly one owner: employee, department or workflow "
-                                         "(a workflow key may add its department)")
-        owner = owners[0]
-        oid = _ident(ctx, f"keys[{i}].{owner}", k[owner])
-        if owner == "employee" and oid not in employees:
-            raise ctx.fail(f"keys[{i}].employee", f"{oid!r} is not an employee in this file")
-        if owner == "department" and oid not in departments:
-            raise ctx.fail(f"keys[{i}].department", f"{oid!r} is not a department in this file")
-        secret = k.get("secret")
-        if secret is not None:
-            _typed(ctx, f"keys[{i}].secret", secret, str, "a secret string")
-            if len(secret) < 16:
-                raise ctx.fail(f"keys[{i}].secret", "is shorter than 16 characters; use a long random secret")
-        dept = ""
-        if owner == "workflow" and "department" in k:
-            dept = _ident(ctx, f"keys[{i}].department", k["department"])
-            if dept not in departments:
-                raise ctx.fail(f"keys[{i}].department", f"{dept!r} is not a department in this file")
-        keys.append(KeySpec(_ident(ctx, f"keys[{i}].id", k.get("id")), owner, oid, secret, dept))
+def _key(ctx: _Ctx, path: str, k: dict[str, Any], departments: dict[str, Any], employees: dict[str, Any]) -> KeySpec:
+    _only(ctx, path, k, ("id", "employee", "department", "workflow", "secret"))
+    owners = [o for o in ("employee", "department", "workflow") if o in k]
+    if owners == ["department", "workflow"]:
+        owners = ["workflow"]  # a workflow key may also name the department it bills to
+    if len(owners) != 1:
+        raise ctx.fail(path, "name exactly one owner: employee, department or workflow "
+                             "(a workflow key may add its department)")
+    owner = owners[0]
+    oid = _ident(ctx, f"{path}.{owner}", k[owner])
+    if owner == "employee" and oid not in employees:
+        raise ctx.fail(f"{path}.employee", f"{oid!r} is not an employee in this file")
+    if owner == "department" and oid not in departments:
+        raise ctx.fail(f"{path}.department", f"{oid!r} is not a department in this file")
+    secret = k.get("secret")
+    if secret is not None:
+        _typed(ctx, f"{path}.secret", secret, str, "a secret string")
+        if len(secret) < 16:
+            raise ctx.fail(f"{path}.secret", "is shorter than 16 characters; use a long random secret")
+    dept = ""
+    if owner == "workflow" and "department" in k:
+        dept = _ident(ctx, f"{path}.department", k["department"])
+        if dept not in departments:
+            raise ctx.fail(f"{path}.department", f"{dept!r} is not a department in this file")
+    return KeySpec(_ident(ctx, f"{path}.id", k.get("id")), owner, oid, secret, dept)
 
-    dept_owners = {f"department:{d}": str(v.get("owner") or "") for d, v in departments.items()}
-    budgets = tuple(parse_budget(b, f"budgets[{i}]", ctx, dept_owners) for i, b in enumerate(_list_of_dicts(ctx, raw, "budgets")))
+
+def _budgets(ctx: _Ctx, raw: dict[str, Any], departments: dict[str, Any]) -> tuple[Budget, ...]:
+    owners = {f"department:{d}": str(v.get("owner") or "") for d, v in departments.items()}
+    budgets = tuple(parse_budget(b, f"budgets[{i}]", ctx, owners) for i, b in enumerate(_list_of_dicts(ctx, raw, "budgets")))
     ids = [b.id for b in budgets]
     for i, b in enumerate(budgets):
         if b.id in ids[:i]:  # name the repeat, not the original
             raise ctx.fail(f"budgets[{i}].id", f"budget {b.id!r} is listed twice")
+    return budgets
 
-    rules = []
-    for i, r in enumerate(_list_of_dicts(ctx, raw, "policies")):
-        _only(ctx, f"policies[{i}]", r, ("scope", "deny_categories", "require"))
-        try:
-            scope = parse_scope(_typed(ctx, f"policies[{i}].scope", r.get("scope"), str, "a scope"))
-        except ValueError as exc:
-            raise ctx.fail(f"policies[{i}].scope", str(exc)) from None
-        require = _typed(ctx, f"policies[{i}].require", r.get("require") or [], list, "a list of attribution kinds")
-        for kind in require:
-            if kind not in HEADER_KINDS:
-                raise ctx.fail(f"policies[{i}].require", f"{kind!r} is not one of {', '.join(HEADER_KINDS)}")
-        deny = _typed(ctx, f"policies[{i}].deny_categories", r.get("deny_categories") or [], list, "a list of categories")
-        rules.append(Rule(scope, frozenset(str(c) for c in deny), tuple(require)))
 
-    known = {}
-    for kind in ("project", "customer", "feature", "workflow"):
-        plural = kind + "s"
-        if plural in raw:
-            known[kind] = frozenset(_members(ctx, raw, plural, ("id", "name")).keys())
-
-    limits = _typed(ctx, "limits", raw.get("limits") or {}, dict, "a mapping")
-    _only(ctx, "limits", limits, ("hold_ttl_s", "max_body_bytes"))
-    hold_ttl = _typed(ctx, "limits.hold_ttl_s", limits.get("hold_ttl_s", DEFAULT_HOLD_TTL_S), (int, float), "seconds")
-    max_body = _typed(ctx, "limits.max_body_bytes", limits.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES), int, "bytes")
-    ledger = _typed(ctx, "ledger", raw.get("ledger") or {}, dict, "a mapping")
-    _only(ctx, "ledger", ledger, ("signing_key", "checkpoint_interval_s", "checkpoint_max_events"))
-    signing_key = _typed(ctx, "ledger.signing_key", ledger.get("signing_key", default_signing_key(store)), str, "a file path")
-    interval = _typed(ctx, "ledger.checkpoint_interval_s",
-                      ledger.get("checkpoint_interval_s", DEFAULT_CHECKPOINT_INTERVAL_S), (int, float), "seconds")
-    max_events = _typed(ctx, "ledger.checkpoint_max_events",
-                        ledger.get("checkpoint_max_events", DEFAULT_CHECKPOINT_MAX_EVENTS), int, "a row count")
-    if interval <= 0 or max_events <= 0:
-        raise ctx.fail("ledger", "checkpoint_interval_s and checkpoint_max_events must be positive")
-    return Config(source=source, store=store, tenant=tenant, timezone=tz, admin_tokens=tuple(tokens),
-                  providers=providers, models=models, departments=departments, employees=employees, keys=tuple(keys),
-                  budgets=budgets, rules=tuple(rules), known=known, hold_ttl_s=float(hold_ttl), max_body_bytes=max_body,
-                  signing_key=signing_key, checkpoint_interval_s=float(interval), checkpoint_max_events=max_events)
+def _rule(ctx: _Ctx, path: str, r: dict[str, Any]) -> Rule:
+    _only(ctx, path, r, ("scope", "deny_categories", "require"))
+    try:
+        scope = parse_scope(_typed(ctx, f"{path}.scope", r.get("scope"), str, "a scope"))
+    except ValueError as exc:
+        raise ctx.fail(f"{path}.scope", str(exc)) from None
+    require = _typed(ctx, f"{path}.require", r.get("require") or [], list, "a list of attribution kinds")
+    for kind in require:
+        if kind not in HEADER_KINDS:
+            raise ctx.fail(f"{path}.require", f"{kind!r} is not one of {', '.join(HEADER_KINDS)}")
+    deny = _typed(ctx, f"{path}.deny_categories", r.get("deny_categories") or [], list, "a list of categories")
+    return Rule(scope, frozenset(str(c) for c in deny), tuple(require))
 
 
 def default_signing_key(store: str) -> str:
