@@ -34,6 +34,7 @@ def dashboard_config(tmp_path: Path, store: str | None = None) -> Config:
     """A small organisation: eng (big monthly cap), sales (a tiny one), a tenant cap, one unpriced model."""
     raw: dict[str, Any] = {
         "store": store or f"sqlite:///{tmp_path / 'p402.db'}",
+        "ledger": {"signing_key": str(tmp_path / "ledger-key.pem")},  # never beside the working directory
         "tenant": "acme",
         "admin_tokens": [{"token": ADMIN_TOKEN, "role": "admin"}, {"token": VIEWER_TOKEN, "role": "viewer"}],
         "providers": {"simulated": {"latency_ms": 0, "completion_tokens": 32}},
