@@ -24,7 +24,8 @@ def add_commands(sub: Any, add: Any, store_args: Any, parser_class: Any) -> None
     p = isub.add_parser("new", help="make a key file and an ERC-8004 registration file",
                         description="make a key file (0600) and an ERC-8004 registration file")
     p.set_defaults(func=cmd_identity_new)
-    p.add_argument("--name", required=True, help="the owner's name (goes into the registration file)")
+    p.add_argument("--name", default="owner", help="the owner's name, in the registration file and the default "
+                                                   "file names (default: owner)")
     p.add_argument("--key", default=None, help="key file to write (default NAME.key.json)")
     p.add_argument("--registration", default=None, help="registration file to write (default NAME.registration.json)")
     p.add_argument("--chain-id", type=int, default=DEFAULT_CHAIN_ID, help=f"EIP-155 chain id (default {DEFAULT_CHAIN_ID})")
@@ -95,11 +96,11 @@ def cmd_identity_new(args: argparse.Namespace) -> int:
     key_path = args.key or f"{args.name}.key.json"
     reg_path = args.registration or f"{args.name}.registration.json"
     if Path(reg_path).exists():
-        raise CliError(f"{reg_path} exists; choose another --registration", 2)
+        raise CliError(f"{reg_path} exists; choose another --name (or --registration)", 2)
     try:
         save_key(key_path, key, name=args.name)
     except FileExistsError:
-        raise CliError(f"{key_path} exists; choose another --key", 2) from None
+        raise CliError(f"{key_path} exists; choose another --name (or --key)", 2) from None
     Path(reg_path).write_text(json.dumps(registration, indent=2) + "\n")
     print(f"address {address}\nkey file {key_path} (keep it secret; mode 0600)\nregistration {reg_path}")
     return 0

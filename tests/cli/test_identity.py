@@ -1,0 +1,54 @@
+"""`p402 identity new`, `p402 mandate sign|verify|revoke`, `p402 override sign`: a budget owner's whole flow."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from p402.cli.main import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_an_owner_makes_an_identity_signs_verifies_and_revokes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(capsys, "identity", "new")
+    assert code == 0 and "owner.key.json" in out
+    address = out.split()[1]
+    assert (tmp_path / "owner.key.json").stat().st_mode & 0o777 == 0o600
+    registration = json.loads((tmp_path / "owner.registration.json").read_text())
+    assert registration["type"] == "https://eips.ethereum.org/EIPS/eip-8004#registration-v1"
+    code, _, err = run(capsys, "identity", "new")  # never overwrites a key
+    assert code == 2 and err.count("\n") == 1 and "exists" in err
+
+    (tmp_path / "m.yaml").write_text("budget: eng-month\nscope: department:eng\ncap_usd: \"5000\"\nperiod: month\n"
+                                     "valid_until: 2099-01-01T00:00:00Z\n")
+    assert run(capsys, "mandate", "sign", "--spec", "m.yaml", "--key", "owner.key.json", "--out", "m.json")[0] == 0
+    code, out, _ = run(capsys, "mandate", "verify", "m.json", "--owner", address)
+    assert code == 0 and "eng-month" in out and address.lower() in out
+    digest = json.loads((tmp_path / "m.json").read_text())["proof"]["digest"]
+
+    tampered = json.loads((tmp_path / "m.json").read_text())
+    tampered["proof"]["message"]["capUsd"] = "50000"
+    (tmp_path / "bad.json").write_text(json.dumps(tampered))
+    code, _, err = run(capsys, "mandate", "verify", "bad.json")
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
+    code, _, err = run(capsys, "mandate", "verify", "m.json", "--owner", "0x" + "11" * 20)
+    assert code == 1 and "SIGNATURE_INVALID" in err
+
+    (tmp_path / "o.yaml").write_text("budget: eng-month\nextra_usd: \"250\"\nwindow_end: 2099-01-08T00:00:00Z\n")
+    assert run(capsys, "override", "sign", "--spec", "o.yaml", "--key", "owner.key.json", "--out", "o.json")[0] == 0
+    code, out, _ = run(capsys, "mandate", "verify", "o.json")
+    assert code == 0 and "override" in out and "+$250" in out
+    code, out, _ = run(capsys, "mandate", "revoke", "--digest", digest, "--reason", "retired", "--key", "owner.key.json")
+    assert code == 0 and json.loads(out)["proof"]["message"]["mandate"] == digest
+
+    code, _, err = run(capsys, "mandate", "sign", "--spec", "missing.yaml", "--key", "owner.key.json")
+    assert code == 2 and err.count("\n") == 1 and "missing.yaml" in err
