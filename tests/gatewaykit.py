@@ -135,3 +135,30 @@ def gateway(config: Config) -> Iterator[Running]:
 def run(coro: Any) -> Any:
     """Drive a coroutine from a sync test."""
     return asyncio.run(coro)
+
+
+def stream_then_leave(gw: Running, body: dict[str, Any], who: str = "alice", events: int = 5) -> None:
+    """Start a streaming chat request on a raw socket, read `events` SSE events (0: none), then hang up,
+    as a client that crashes or times out does (the SDKs cannot be cut off mid-read on purpose)."""
+    import socket
+
+    import orjson
+    host, port = gw.base.removeprefix("http://").split(":")
+    payload = orjson.dumps(body)
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: p402\r\nContent-Type: application/json\r\n"
+                  b"Authorization: Bearer " + SECRETS.get(who, who).encode() + b"\r\nContent-Length: "
+                  + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+        received = b""
+        while received.count(b"data: ") < events:
+            received += s.recv(4096)
+        if not events:
+            threading.Event().wait(0.05)  # admitted, the provider not yet answered: leave now
+
+
+def wait_until(predicate: Any, timeout_s: float = 5.0) -> None:
+    """Poll until `predicate()` is true (background work such as settlements), at most `timeout_s`."""
+    import time
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and not predicate():
+        time.sleep(0.05)

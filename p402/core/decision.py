@@ -83,6 +83,7 @@ class Ask:
     wants_output: bool  # False for embeddings
     now: datetime
     presented_mandate: str | None = None
+    completions: int = 1  # OpenAI `n`: every choice may use up to max_tokens of output
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,9 +263,9 @@ def decide(plan: Plan, balances: Mapping[CounterKey, tuple[int, int]]) -> Decisi
     if ask.wants_output and max_tokens is None:
         fit = ask.model.max_output_tokens
         if binding is not None:
-            fit = min(fit, affordable_tokens(binding.headroom_nanos, input_nanos, price.output))
+            fit = min(fit, affordable_tokens(binding.headroom_nanos, input_nanos, price.output) // ask.completions)
         max_tokens, gateway_set = max(fit, 0), True
-    estimate = input_nanos + (price.output_cost(max_tokens or 0) if ask.wants_output else 0)
+    estimate = input_nanos + (price.output_cost((max_tokens or 0) * ask.completions) if ask.wants_output else 0)
 
     shadow_denials = tuple(b.charge.budget.id for b in shadow if estimate > b.headroom_nanos)
     fits = binding is None or estimate <= binding.headroom_nanos
@@ -290,7 +291,8 @@ def _budget_denial(ask: Ask, binding: Balance, estimate: int, input_nanos: int, 
     if resets is not None:
         reason += f"; resets {_iso(resets)}"
     owner = budget.owner or None
-    fit = affordable_tokens(binding.headroom_nanos, input_nanos, price.output) if ask.wants_output else -1
+    fit = (affordable_tokens(binding.headroom_nanos, input_nanos, price.output) // ask.completions
+           if ask.wants_output else -1)
     if not gateway_set and fit >= 1:
         recovery = Recovery("reduce_max_tokens", f"max_tokens {fit} or fewer fits the remaining budget",
                             max_tokens=fit, owner=owner, retry_after_s=retry)

@@ -137,7 +137,8 @@ class Gateway:
         client_max = _client_max_tokens(req)
         ask = Ask(who=who, model=model, input_tokens=_BOUNDS[req.route](req.body, model.tokenizer),
                   max_tokens=client_max, wants_output=req.route != "embeddings", now=now,
-                  presented_mandate=req.mandate.lower() if req.mandate else None)  # digests are stored lowercase
+                  presented_mandate=req.mandate.lower() if req.mandate else None,  # digests are stored lowercase
+                  completions=int(req.body.get("n") or 1) if req.route == "chat" else 1)
         event_id = new_id("evt", now)
         prepared = prepare(ask, policy)
         try:
@@ -168,17 +169,11 @@ class Gateway:
         return await self.store.reserve(plan, decide, entry, self.hold_ttl_s, now)
 
     async def _forward(self, req: Inbound, provider: Provider, a: _Attempt) -> Admitted | UpstreamError:
-        body = dict(req.body)
-        body["model"] = a.ask.model.upstream
-        if a.decision.max_tokens_set and a.ask.wants_output:
-            field_name = "max_completion_tokens" if (req.route == "chat" and a.ask.model.provider == "openai") else "max_tokens"
-            body[field_name] = a.decision.max_tokens
-        stream = bool(body.get("stream"))
-        wants_usage = bool((body.get("stream_options") or {}).get("include_usage")) if req.route == "chat" else False
-        call = Call(route=req.route, body=body, stream=stream, upstream_model=a.ask.model.upstream,
-                    client_wants_usage=wants_usage, input_tokens_bound=a.ask.input_tokens)
         overhead = time.perf_counter() - req.started
         try:
+            # Everything between the reservation and the provider's answer sits in this
+            # try, so whatever fails there releases the hold instead of leaving it to expire.
+            call = _call_for(req, a)
             t_provider = time.perf_counter()
             reply = await provider.send(call)
             provider_s = time.perf_counter() - t_provider
@@ -282,6 +277,19 @@ class Gateway:
         if d.max_tokens_set and d.max_tokens is not None:
             headers.append(("X-P402-Max-Tokens", str(d.max_tokens)))
         return headers
+
+
+def _call_for(req: Inbound, a: _Attempt) -> Call:
+    """The upstream call: the client's body with the upstream model and the decided output bound."""
+    body = dict(req.body)
+    body["model"] = a.ask.model.upstream
+    if a.decision.max_tokens_set and a.ask.wants_output:
+        field_name = "max_completion_tokens" if (req.route == "chat" and a.ask.model.provider == "openai") else "max_tokens"
+        body[field_name] = a.decision.max_tokens
+    options = body.get("stream_options")
+    wants_usage = req.route == "chat" and isinstance(options, dict) and bool(options.get("include_usage"))
+    return Call(route=req.route, body=body, stream=bool(body.get("stream")), upstream_model=a.ask.model.upstream,
+                client_wants_usage=wants_usage, input_tokens_bound=a.ask.input_tokens)
 
 
 def _client_max_tokens(req: Inbound) -> int | None:

@@ -49,7 +49,7 @@ def decision_entry(event_id: str, now: datetime, ask: Ask, route: str, decision:
         "outcome": "allow" if decision.allowed else "deny", **_who(ask.who),
         "route": route, "model": model.name, "provider": model.provider, "upstream": model.upstream,
         "input_tokens": ask.input_tokens, "max_tokens": decision.max_tokens if decision.allowed else ask.max_tokens,
-        "max_tokens_set": decision.max_tokens_set,
+        "max_tokens_set": decision.max_tokens_set, "completions": ask.completions,
         "estimate_usd": format_usd(decision.estimate_nanos) if decision.estimate_nanos else None,
         "deny_code": decision.deny_code, "reason": decision.reason,
         "recovery": decision.recovery.as_dict() if decision.recovery else None,

@@ -29,6 +29,7 @@ ROUTES = {b"/v1/chat/completions": "chat", b"/v1/embeddings": "embeddings", b"/v
 _PATHS = {k.decode(): v for k, v in ROUTES.items()}
 _ATTRIBUTION_HEADERS = {f"x-p402-{k}".encode(): k for k in HEADER_KINDS}
 _JSON = (b"content-type", b"application/json")
+MAX_CHOICES = 128  # OpenAI's own limit on `n`
 
 
 class BadRequest(Exception):
@@ -56,6 +57,12 @@ def _validate(route: str, body: Any) -> dict[str, Any]:
                 raise BadRequest(400, f"{name}: must be a positive integer", name)
         if "stream" in body and not isinstance(body["stream"], bool):
             raise BadRequest(400, "stream: must be true or false", "stream")
+        n = body.get("n")
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_CHOICES):
+            raise BadRequest(400, f"n: must be an integer from 1 to {MAX_CHOICES}", "n")
+        if body.get("stream_options") is not None and not isinstance(body["stream_options"], dict):
+            raise BadRequest(400, "stream_options: must be an object such as {\"include_usage\": true}",
+                             "stream_options")
     else:
         inp = body.get("input")
         if not (isinstance(inp, str) or (isinstance(inp, list) and inp)):

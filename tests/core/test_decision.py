@@ -87,6 +87,21 @@ def test_smallest_headroom_binds_and_the_advice_fits_exactly() -> None:
     assert not run(ask(max_tokens=fit + 1), policy(tenant, eng)).allowed
 
 
+def test_several_choices_reserve_output_for_each_and_the_advice_accounts_for_them() -> None:
+    eng = budget("e", "department:eng", 50_000)
+    three = Ask(ALICE, MINI, 10, 20, True, NOW, completions=3)  # OpenAI n=3: three answers of up to 20 tokens
+    d = run(three, policy(eng))
+    assert d.allowed and d.estimate_nanos == 1500 + 60 * 600
+    big = Ask(ALICE, MINI, 10, 1000, True, NOW, completions=3)
+    d = run(big, policy(eng))
+    assert d.recovery is not None and d.recovery.max_tokens == (50_000 - 1500) * 1_000_000 // 600_000_000 // 3
+    fit = d.recovery.max_tokens
+    assert run(Ask(ALICE, MINI, 10, fit, True, NOW, completions=3), policy(eng)).allowed
+    assert not run(Ask(ALICE, MINI, 10, fit + 1, True, NOW, completions=3), policy(eng)).allowed
+    unset = run(Ask(ALICE, MINI, 10, None, True, NOW, completions=3), policy(eng))
+    assert unset.allowed and unset.max_tokens == 80 // 3 and unset.estimate_nanos <= 50_000
+
+
 def test_gateway_sets_max_tokens_to_what_is_affordable_within_the_model_limit() -> None:
     d = run(ask(max_tokens=None), policy(budget("e", "department:eng", 50_000)))
     assert d.allowed and d.max_tokens_set and d.max_tokens == 80 and d.estimate_nanos <= 50_000

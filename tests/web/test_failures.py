@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import sqlite3
 import time
 import urllib.request
@@ -17,7 +16,7 @@ from p402.core.decision import Ask, Plan, decide, prepare
 from p402.core.scopes import Attribution
 from p402.pipeline.records import decision_entry
 from p402.stores.sqlite import SqliteStore
-from tests.gatewaykit import SECRETS, config_of, gateway, org
+from tests.gatewaykit import config_of, gateway, org, stream_then_leave, wait_until
 
 PROMPT = [{"role": "user", "content": "hello"}]
 
@@ -84,18 +83,8 @@ def test_a_client_leaving_mid_stream_stops_the_call_and_pays_for_what_was_genera
     raw = org(tmp_path)
     raw["providers"]["simulated"].update({"completion_tokens": 400, "stream_delay_ms": 20})
     with gateway(config_of(raw)) as gw:
-        host, port = gw.base.removeprefix("http://").split(":")
-        body = orjson.dumps({"model": "gpt-4o-mini", "stream": True, "messages": PROMPT})
-        with socket.create_connection((host, int(port))) as s:
-            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                      b"Authorization: Bearer " + SECRETS["alice"].encode() + b"\r\nContent-Length: "
-                      + str(len(body)).encode() + b"\r\n\r\n" + body)
-            received = b""
-            while received.count(b"data: ") < 5:
-                received += s.recv(4096)
-        deadline = time.time() + 5
-        while time.time() < deadline and not [r for r in rows(tmp_path / "p402.db") if r["kind"] == "settle"]:
-            time.sleep(0.05)
+        stream_then_leave(gw, {"model": "gpt-4o-mini", "stream": True, "messages": PROMPT})
+        wait_until(lambda: any(r["kind"] == "settle" for r in rows(tmp_path / "p402.db")))
         settle = [r for r in rows(tmp_path / "p402.db") if r["kind"] == "settle"]
         assert len(settle) == 1 and settle[0]["status"] == "client_disconnected"
         assert 4 <= settle[0]["output_tokens"] < 400  # stopped long before the full answer
@@ -107,16 +96,8 @@ def test_a_client_gone_before_the_stream_began_is_settled_once(tmp_path: Path) -
     raw = org(tmp_path)
     raw["providers"]["simulated"].update({"latency_ms": 300, "completion_tokens": 50, "stream_delay_ms": 20})
     with gateway(config_of(raw)) as gw:
-        host, port = gw.base.removeprefix("http://").split(":")
-        body = orjson.dumps({"model": "gpt-4o-mini", "stream": True, "messages": PROMPT})
-        with socket.create_connection((host, int(port))) as s:
-            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                      b"Authorization: Bearer " + SECRETS["alice"].encode() + b"\r\nContent-Length: "
-                      + str(len(body)).encode() + b"\r\n\r\n" + body)
-            time.sleep(0.05)  # admitted and waiting on the provider: leave now
-        deadline = time.time() + 5
-        while time.time() < deadline and not [r for r in rows(tmp_path / "p402.db") if r["kind"] in ("settle", "release")]:
-            time.sleep(0.05)
+        stream_then_leave(gw, {"model": "gpt-4o-mini", "stream": True, "messages": PROMPT}, events=0)
+        wait_until(lambda: any(r["kind"] in ("settle", "release") for r in rows(tmp_path / "p402.db")))
         time.sleep(0.3)  # anything else that would be written (a second settlement) would be by now
         ends = [r for r in rows(tmp_path / "p402.db") if r["kind"] in ("settle", "release", "late_settle")]
         assert len(ends) == 1 and ends[0]["status"] == "client_disconnected"

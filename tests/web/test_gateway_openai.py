@@ -252,6 +252,9 @@ def test_headers_add_scopes_but_never_escape_the_keys_department(tmp_path: Path)
     (b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}', 400, "stream"),
     (b'{"model": "nope", "messages": [{"role": "user", "content": "x"}]}', 404, "model"),
     (b'{"model": "gpt-4o-mini", "messages": ["hi"]}', 400, "messages[0]"),
+    (b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "n": 0}', 400, "n"),
+    (b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "stream_options": "yes"}', 400,
+     "stream_options"),
 ])
 def test_bad_input_gets_a_clear_4xx_naming_the_field(tmp_path: Path, body: bytes, status: int, param: str | None) -> None:
     import urllib.error

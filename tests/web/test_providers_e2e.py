@@ -20,7 +20,7 @@ import orjson
 import pytest
 
 from p402.providers.prices import catalog_price
-from tests.gatewaykit import config_of, gateway, org
+from tests.gatewaykit import config_of, gateway, org, stream_then_leave, wait_until
 from tests.providers.fakes.anthropic_fake import AnthropicFake
 from tests.providers.fakes.bedrock_fake import BedrockFake
 from tests.providers.fakes.gemini_fake import GeminiFake
@@ -190,25 +190,13 @@ def test_a_stream_broken_midway_is_settled_for_what_was_streamed(tmp_path: Path,
 
 def test_a_client_leaving_mid_stream_stops_the_provider_and_pays_for_what_streamed(
         tmp_path: Path, fakes: dict[str, Any]) -> None:
-    import socket
-    import time
     upstream = fakes["servers"]["openai"]
     upstream.faults.endless = True  # a long answer, one piece every few milliseconds
     upstream.faults.chunk_delay_s = 0.01
     with provider_gateway(tmp_path, fakes["servers"]) as gw:
-        host, port = gw.base.removeprefix("http://").split(":")
-        body = orjson.dumps({"model": "gpt-4o-mini", "stream": True, "max_tokens": 4000, "messages": PROMPT})
-        with socket.create_connection((host, int(port))) as s:
-            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                      b"Authorization: Bearer sk-test-carol-0123456789abcdef\r\nContent-Length: "
-                      + str(len(body)).encode() + b"\r\n\r\n" + body)
-            received = b""
-            while received.count(b"data: ") < 5:
-                received += s.recv(4096)
+        stream_then_leave(gw, {"model": "gpt-4o-mini", "stream": True, "max_tokens": 4000, "messages": PROMPT}, "carol")
         assert fakes["loop"].run(asyncio.wait_for(upstream.client_gone.wait(), 5)) is True  # upstream was hung up
-        deadline = time.time() + 5
-        while time.time() < deadline and not rows(tmp_path, "settle"):
-            time.sleep(0.05)
+        wait_until(lambda: bool(rows(tmp_path, "settle")))
         settle = rows(tmp_path, "settle")
         assert len(settle) == 1 and settle[0]["status"] == "client_disconnected"
         assert 4 <= settle[0]["output_tokens"] < 4000 and Decimal(settle[0]["cost_usd"]) > 0
