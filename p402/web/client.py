@@ -28,7 +28,6 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 ROUTES = {b"/v1/chat/completions": "chat", b"/v1/embeddings": "embeddings", b"/v1/messages": "messages"}
 _PATHS = {k.decode(): v for k, v in ROUTES.items()}
 _ATTRIBUTION_HEADERS = {f"x-p402-{k}".encode(): k for k in HEADER_KINDS}
-_JSON = (b"content-type", b"application/json")
 MAX_CHOICES = 128  # OpenAI's own limit on `n`
 
 
