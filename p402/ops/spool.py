@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from p402.errors import StoreUnavailable
+from p402.pipeline.gateway import settle_hold
 
 __all__ = ["FileSpool", "MAX_SPOOL_BYTES"]
 
@@ -57,10 +58,7 @@ class FileSpool:
             try:
                 if item["op"] == "settle":
                     p = item["payload"]
-                    if not await store.settle(p["hold_id"], p["cost_nanos"], p["entry"]):
-                        # The hold already expired and was settled as orphaned;
-                        # record the late settlement so the ledger shows both.
-                        await store.record({**p["entry"], "kind": "late_settle"})
+                    await settle_hold(store, p["hold_id"], p["cost_nanos"], p["entry"])
                 else:
                     await store.record(item["payload"])
             except StoreUnavailable:

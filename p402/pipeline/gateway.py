@@ -27,7 +27,7 @@ from p402.pipeline.ports import BudgetStore, Call, Provider, Reply, Usage
 from p402.pipeline.records import binding_view, decision_entry, settlement_entry
 from p402.pipeline.tokens import chat_input_bound, embeddings_input_bound, messages_input_bound
 
-__all__ = ["Inbound", "Refusal", "Admitted", "Gateway", "Telemetry", "Spool", "PolicySource"]
+__all__ = ["Inbound", "Refusal", "Admitted", "Gateway", "Telemetry", "Spool", "PolicySource", "settle_hold"]
 
 _BOUNDS = {"chat": chat_input_bound, "messages": messages_input_bound, "embeddings": embeddings_input_bound}
 
@@ -257,10 +257,7 @@ class Gateway:
         entry = settlement_entry(a.event_id, self.clock(), a.ask, a.hold_id, a.decision.estimate_nanos, cost,
                                  usage or Usage(), status, a.version, error)
         try:
-            if not await self.store.settle(a.hold_id, cost, entry):
-                # The hold's lease ran out first and it was settled as orphaned at
-                # its reserved amount; record what the call really cost beside it.
-                await self.store.record({**entry, "kind": "late_settle"})
+            await settle_hold(self.store, a.hold_id, cost, entry)
         except StoreUnavailable:
             # The hold stays reserved in the store (still counted against the
             # caps: safe), and the settlement is replayed when the store returns.
@@ -277,6 +274,13 @@ class Gateway:
         if d.max_tokens_set and d.max_tokens is not None:
             headers.append(("X-P402-Max-Tokens", str(d.max_tokens)))
         return headers
+
+
+async def settle_hold(store: BudgetStore, hold_id: str, cost_nanos: int, entry: dict[str, Any]) -> None:
+    """Settle a hold; if its lease ran out first (it was settled as orphaned at its
+    reserved amount), record what the call really cost beside it as `late_settle`."""
+    if not await store.settle(hold_id, cost_nanos, entry):
+        await store.record({**entry, "kind": "late_settle"})
 
 
 def _call_for(req: Inbound, a: _Attempt) -> Call:
