@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,10 +44,12 @@ class Settings:
     decision_n: int = 50_000
     streams: int = 1_000
     saturation: tuple[int, ...] = (64, 256)
+    rounds: int = 8  # interleaved A/B rounds for the headline ratios (see `_interleaved`)
+    slice_s: float = 3.0  # each system's turn in one round
 
     @classmethod
     def quick(cls) -> Settings:
-        return cls(duration_s=1.5, warmup_s=0.5, decision_n=10_000)
+        return cls(duration_s=1.5, warmup_s=0.5, decision_n=10_000, rounds=2, slice_s=1.0)
 
 
 @dataclass
@@ -111,6 +114,40 @@ async def _phases(t: Target, s: Settings, log: Callable[[str], None], memory: bo
                           "seconds": round(sample.elapsed_s, 2)}
         log(f"  {t.name:<8} {s.streams} streams  ok {result['ok']}  RSS idle {idle / 2**20:.0f} MB, "
             f"peak {sampler.peak / 2**20:.0f} MB")
+    return out
+
+
+async def _interleaved(a: Target, b: Target, s: Settings, log: Callable[[str], None], concurrency: int,
+                       which: str = "plain") -> dict[str, Any]:
+    """`a` and `b` in alternating short turns (ABBA...), one ratio per round, and their median.
+
+    This machine's speed drifts by tens of percent within a minute (a shared
+    2-core VM), so two phases measured minutes apart can disagree by more
+    than the effect being measured. Turns of a few seconds, alternated, see
+    the same drift; the median of the per-round ratios is the number to quote.
+    Both systems run pinned to the same CPU; the one not under load is idle.
+    """
+    host = "127.0.0.1"
+    rounds: list[dict[str, Any]] = []
+    for r in range(s.rounds):
+        got: dict[str, dict[str, Any]] = {}
+        for t in ((a, b) if r % 2 == 0 else (b, a)):
+            reqs = t.plain if which == "plain" else t.stream
+            got[t.name] = loadgen.summarize(await loadgen.closed_loop(host, t.port, reqs, concurrency, s.slice_s,
+                                                                      min(s.warmup_s, 0.5)))
+        ra, rb = got[a.name], got[b.name]
+        rounds.append({a.name: {"rps": ra["rps"], "p50_ms": ra["latency_ms"]["p50"], "errors": ra["errors"]},
+                       b.name: {"rps": rb["rps"], "p50_ms": rb["latency_ms"]["p50"], "errors": rb["errors"]},
+                       "rps_ratio": round(ra["rps"] / rb["rps"], 4) if rb["rps"] else None,
+                       "p50_diff_ms": round(ra["latency_ms"]["p50"] - rb["latency_ms"]["p50"], 4)})
+    ratios = sorted(r["rps_ratio"] for r in rounds if r["rps_ratio"] is not None)
+    diffs = sorted(r["p50_diff_ms"] for r in rounds)
+    out = {"a": a.name, "b": b.name, "concurrency": concurrency, "requests": which, "slice_s": s.slice_s,
+           "rounds": rounds, "rps_ratio_median": round(statistics.median(ratios), 3) if ratios else None,
+           "rps_ratio_range": [ratios[0], ratios[-1]] if ratios else None,
+           "p50_diff_ms_median": round(statistics.median(diffs), 4) if diffs else None}
+    log(f"  interleaved {a.name}/{b.name} at {concurrency}: rps ratio median {out['rps_ratio_median']} "
+        f"(rounds {', '.join(f'{x:.2f}' for x in ratios)}); p50 difference median {out['p50_diff_ms_median']} ms")
     return out
 
 
@@ -181,6 +218,13 @@ class Bench:
         return t
 
 
+def _stop(bench: Bench, target: Target) -> None:
+    for p in list(bench.procs):
+        if p.pid == target.pid:
+            procs.stop(p)
+            bench.procs.remove(p)
+
+
 def _machine() -> dict[str, Any]:
     cpu = "unknown"
     try:
@@ -197,7 +241,20 @@ def _machine() -> dict[str, Any]:
         pass
     return {"cpu": cpu, "cores": len(procs.ALL_CPUS), "memory_mb": mem, "kernel": platform.release(),
             "python": platform.python_version(), "sut_cpus": sorted(procs.SUT_CPUS),
-            "load_cpus": sorted(procs.LOAD_CPUS)}
+            "load_cpus": sorted(procs.LOAD_CPUS), "python_loop_ms": _calibrate()}
+
+
+def _calibrate() -> float:
+    """Milliseconds for a fixed pure-Python loop (best of 5): how fast this machine runs
+    Python today, so absolute figures of runs on different machines can be compared."""
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i
+        best = min(best, time.perf_counter() - t0)
+    return round(best * 1000, 1)
 
 
 async def run(settings: Settings, out: Path, log: Callable[[str], None] = print,
@@ -228,6 +285,7 @@ async def run(settings: Settings, out: Path, log: Callable[[str], None] = print,
                 ("p402", lambda: bench.p402(upstream)), ("bare", lambda: bench.bare(up_port))]
             if litellm_ok:
                 starters.append(("litellm", lambda: bench.litellm(upstream)))
+            kept: dict[str, Target] = {}
             for name, starter in starters:
                 try:
                     target = await starter()
@@ -236,10 +294,19 @@ async def run(settings: Settings, out: Path, log: Callable[[str], None] = print,
                     result["targets"][name] = {"error": str(exc)}
                     continue
                 result["targets"][name] = await _phases(target, settings, log)
-                for p in list(bench.procs):
-                    if p.pid == target.pid:
-                        procs.stop(p)
-                        bench.procs.remove(p)
+                if name in ("p402", "bare"):
+                    kept[name] = target  # alive (and idle) for the interleaved rounds below
+                    continue
+                _stop(bench, target)
+            if "p402" in kept:
+                log("interleaved rounds (the headline ratios; see docs/benchmarks.md) ...")
+                inter: dict[str, Any] = {}
+                if "bare" in kept:
+                    inter["throughput_vs_bare"] = await _interleaved(kept["p402"], kept["bare"], settings, log, 64)
+                procs.move(kept["p402"].pid or 0, procs.LOAD_CPUS)  # latency phases share the load's core, as above
+                inter["added_c1"] = await _interleaved(kept["p402"], direct, settings, log, 1)
+                procs.move(kept["p402"].pid or 0, procs.SUT_CPUS)
+                result["interleaved"] = inter
         finally:
             bench.stop_all()
     result["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -62,3 +62,17 @@ def test_the_table_shows_ratios_and_the_plot_is_a_png(tmp_path: Path) -> None:
     assert row.split()[-3:] == ["0.30", "0.75", "30.00"]  # p402/direct, p402/bare, p402/litellm
     report.plot(RESULT, tmp_path / "x.png")
     assert (tmp_path / "x.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_interleaved_rounds_judge_the_ratio_targets_when_the_run_has_them() -> None:
+    def rnd(ratio: float, diff: float) -> dict[str, Any]:
+        return {"rps_ratio": ratio, "p50_diff_ms": diff}
+    inter = {"throughput_vs_bare": {"rounds": [rnd(0.5, 0), rnd(0.55, 0), rnd(0.9, 0)], "rps_ratio_median": 0.55},
+             "added_c1": {"rounds": [rnd(1, 0.7), rnd(1, 0.5), rnd(1, 0.55)], "p50_diff_ms_median": 0.55}}
+    s = report.summary({**RESULT, "interleaved": inter})
+    by_key = {t["key"]: t for t in s["targets"]}
+    # The sequential phases alone would say 0.75 (met) and 0.4 ms; the interleaved medians rule.
+    assert by_key["throughput_vs_bare"]["value"] == 0.55 and by_key["throughput_vs_bare"]["met"] is False
+    assert by_key["added_c1_p50_ms"]["value"] == 0.55 and by_key["added_c1_p50_ms"]["met"] is True
+    text = report.table({**RESULT, "interleaved": inter})
+    assert "interleaved p402/bare throughput at 64: median 0.55 over 3 rounds (0.50, 0.55, 0.90)" in text
