@@ -65,14 +65,17 @@ def test_the_table_shows_ratios_and_the_plot_is_a_png(tmp_path: Path) -> None:
 
 
 def test_interleaved_rounds_judge_the_ratio_targets_when_the_run_has_them() -> None:
-    def rnd(ratio: float, diff: float) -> dict[str, Any]:
-        return {"rps_ratio": ratio, "p50_diff_ms": diff}
+    def rnd(ratio: float, diff: float, ttfb: float = 0.0) -> dict[str, Any]:
+        return {"rps_ratio": ratio, "p50_diff_ms": diff, "ttfb_p50_diff_ms": ttfb}
     inter = {"throughput_vs_bare": {"rounds": [rnd(0.5, 0), rnd(0.55, 0), rnd(0.9, 0)], "rps_ratio_median": 0.55},
-             "added_c1": {"rounds": [rnd(1, 0.7), rnd(1, 0.5), rnd(1, 0.55)], "p50_diff_ms_median": 0.55}}
+             "added_c1": {"rounds": [rnd(1, 0.7), rnd(1, 0.5), rnd(1, 0.55)], "p50_diff_ms_median": 0.55},
+             "added_c1_stream": {"rounds": [rnd(1, 0, 1.2), rnd(1, 0, 1.1)], "ttfb_p50_diff_ms_median": 1.15}}
     s = report.summary({**RESULT, "interleaved": inter})
     by_key = {t["key"]: t for t in s["targets"]}
     # The sequential phases alone would say 0.75 (met) and 0.4 ms; the interleaved medians rule.
     assert by_key["throughput_vs_bare"]["value"] == 0.55 and by_key["throughput_vs_bare"]["met"] is False
     assert by_key["added_c1_p50_ms"]["value"] == 0.55 and by_key["added_c1_p50_ms"]["met"] is True
+    assert by_key["added_ttfb_p50_ms"]["value"] == 1.15 and by_key["added_ttfb_p50_ms"]["met"] is False
     text = report.table({**RESULT, "interleaved": inter})
-    assert "interleaved p402/bare throughput at 64: median 0.55 over 3 rounds (0.50, 0.55, 0.90)" in text
+    assert "interleaved p402/bare throughput at 64: median 0.55 over 3 rounds (0.500, 0.550, 0.900)" in text
+    assert "interleaved p402 - direct stream TTFB p50 at c1: median 1.15 over 2 rounds (1.200, 1.100)" in text
