@@ -23,7 +23,7 @@ from p402.core.money import format_usd
 from p402.core.policy import ModelSpec, Policy
 from p402.errors import StoreUnavailable, UpstreamError
 from p402.pipeline.auth import AttributionError, KeyRing, attribute
-from p402.pipeline.ports import BudgetStore, Call, Provider, Reply, Usage
+from p402.pipeline.ports import BudgetStore, Call, Provider, Reply, Usage, aclose
 from p402.pipeline.records import binding_view, decision_entry, settlement_entry
 from p402.pipeline.tokens import chat_input_bound, embeddings_input_bound, messages_input_bound
 
@@ -203,9 +203,7 @@ class Gateway:
             if not started:
                 # The client left before the first chunk: the relay's body never ran,
                 # so stop the upstream call and settle (what was billed: nothing yet) here.
-                upstream_close = getattr(reply.chunks, "aclose", None)
-                if upstream_close is not None:
-                    await upstream_close()
+                await aclose(reply.chunks)
                 await self._settle(a, reply, "client_disconnected", "the client went away before the stream began")
         return Admitted(reply, headers, relay, close)
 
@@ -239,9 +237,7 @@ class Gateway:
             status, error = "client_disconnected", "the client went away mid-stream"
             raise
         finally:
-            aclose = getattr(reply.chunks, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await aclose(reply.chunks)
             if not settled:
                 await self._settle(a, reply, status, error)
         if held is not None:

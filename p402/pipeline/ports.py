@@ -24,6 +24,7 @@ __all__ = [
     "Reply",
     "Provider",
     "EntryBuilder",
+    "aclose",
 ]
 
 # Builds the ledger body of a reservation's decision once the decision is known.
@@ -159,3 +160,10 @@ class Provider(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+async def aclose(stream: object) -> None:
+    """Close an async iterator (a reply's chunks, a translated stream) if it can be closed."""
+    close = getattr(stream, "aclose", None)
+    if close is not None:
+        await close()

@@ -23,7 +23,7 @@ import orjson
 from yarl import URL
 
 from p402.errors import UpstreamError
-from p402.pipeline.ports import Call, Reply
+from p402.pipeline.ports import Call, Reply, aclose
 from p402.providers.error_bodies import client_error, relay_error
 from p402.providers.http import TRANSPORT_ERRORS, HttpSettings, UpstreamClient, read_body, read_error_body
 from p402.providers.relay import RelayStream, Tally
@@ -216,9 +216,7 @@ async def _singles(events: AsyncIterator[Any]) -> AsyncIterator[list[Any]]:
 
 async def _aclose(*iterators: AsyncIterator[Any] | None) -> None:
     for it in iterators:
-        aclose = getattr(it, "aclose", None)
-        if aclose is not None:
-            try:
-                await aclose()
-            except Exception:  # closing a broken upstream iterator must not mask the real failure
-                pass
+        try:
+            await aclose(it)
+        except Exception:  # closing a broken upstream iterator must not mask the real failure
+            pass

@@ -16,7 +16,7 @@ import orjson
 from p402.pipeline.ports import Usage
 from p402.providers.sse import DONE_FRAME, data_frame
 
-__all__ = ["chat_usage_view", "ChunkFrames", "completion", "parse_arguments"]
+__all__ = ["chat_usage_view", "ChunkFrames", "completion", "parse_arguments", "text_of"]
 
 
 def chat_usage_view(usage: Usage) -> dict[str, Any]:
@@ -25,6 +25,16 @@ def chat_usage_view(usage: Usage) -> dict[str, Any]:
     return {"prompt_tokens": prompt, "completion_tokens": usage.output_tokens,
             "total_tokens": prompt + usage.output_tokens,
             "prompt_tokens_details": {"cached_tokens": usage.cache_read_tokens}}
+
+
+def text_of(content: Any) -> str:
+    """The text of a message's content: a string, or the `text` parts of a list of parts (OpenAI)
+    or blocks (Anthropic), which share that shape."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
 
 
 def parse_arguments(arguments: Any) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from p402.pipeline.ports import Usage
-from p402.providers.chat_format import ChunkFrames, completion, parse_arguments
+from p402.providers.chat_format import ChunkFrames, completion, parse_arguments, text_of
 
 __all__ = ["messages_request_from_chat", "completion_from_message", "ChunkWriter", "FINISH_REASONS",
            "DEFAULT_MAX_TOKENS"]
@@ -29,14 +29,6 @@ DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; the pipeline normall
 # Anthropic stop_reason -> OpenAI finish_reason.
 FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
                   "refusal": "content_filter", "pause_turn": "stop", "model_context_window_exceeded": "length"}
-
-
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return ""
 
 
 def _image_block(part: dict[str, Any]) -> dict[str, Any]:
@@ -100,12 +92,12 @@ def messages_request_from_chat(body: dict[str, Any]) -> dict[str, Any]:
             continue
         role = m.get("role")
         if role in ("system", "developer"):
-            system.append(_text_of(m.get("content")))
+            system.append(text_of(m.get("content")))
         elif role == "assistant":
             _append(turns, "assistant", _assistant_blocks(m))
         elif role == "tool":
             _append(turns, "user", [{"type": "tool_result", "tool_use_id": m.get("tool_call_id", ""),
-                                     "content": _text_of(m.get("content"))}])
+                                     "content": text_of(m.get("content"))}])
         else:
             _append(turns, "user", _user_blocks(m.get("content")))
     bound = body.get("max_completion_tokens", body.get("max_tokens"))

@@ -16,8 +16,8 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 import orjson
 
-from p402.pipeline.ports import Call, Reply, Usage
-from p402.providers.chat_format import parse_arguments
+from p402.pipeline.ports import Call, Reply, Usage, aclose
+from p402.providers.chat_format import parse_arguments, text_of
 from p402.providers.error_bodies import relay_error
 from p402.providers.relay import MappedStream
 from p402.providers.sse import SSEDecoder, event_frame
@@ -27,15 +27,6 @@ __all__ = ["send_messages_over_chat", "chat_request_from_messages", "message_fro
 # OpenAI finish_reason -> Anthropic stop_reason.
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
                 "content_filter": "refusal"}
-
-
-def _text_of(content: Any) -> str:
-    """The text of an Anthropic content value (a string or a list of blocks)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")
-    return ""
 
 
 def _image_part(block: dict[str, Any]) -> dict[str, Any] | None:
@@ -58,7 +49,7 @@ def _user_turn(content: list[Any], out: list[dict[str, Any]]) -> None:
             continue
         kind = block.get("type")
         if kind == "tool_result":
-            text = _text_of(block.get("content"))
+            text = text_of(block.get("content"))
             if block.get("is_error"):
                 text = f"[tool error] {text}"
             out.append({"role": "tool", "tool_call_id": block.get("tool_use_id", ""), "content": text})
@@ -105,7 +96,7 @@ def _tool_choice(choice: Any) -> Any:
 def chat_request_from_messages(body: dict[str, Any], bound_field: str = "max_tokens") -> dict[str, Any]:
     """An Anthropic Messages request as an OpenAI Chat Completions request."""
     messages: list[dict[str, Any]] = []
-    system = _text_of(body.get("system"))
+    system = text_of(body.get("system"))
     if system:
         messages.append({"role": "system", "content": system})
     for turn in body.get("messages") or ():
@@ -258,9 +249,7 @@ async def _translate(inner: AsyncIterator[bytes], usage: Usage, model: str) -> A
         for frame in writer.finish():
             yield frame
     finally:
-        aclose = getattr(inner, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await aclose(inner)
 
 
 async def send_messages_over_chat(send_chat: Callable[[Call], Awaitable[Reply]], call: Call,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import AsyncIterator, Callable
 
-from p402.pipeline.ports import Usage
+from p402.pipeline.ports import Usage, aclose
 from p402.pipeline.tokens import count_text
 
 __all__ = ["Tally", "RelayStream", "MappedStream", "FALLBACK_TOKENIZER"]
@@ -74,9 +74,7 @@ class RelayStream:
 
     async def aclose(self) -> None:
         try:
-            aclose = getattr(self._gen, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await aclose(self._gen)
         finally:
             self._closed()
 
@@ -102,10 +100,6 @@ class MappedStream:
 
     async def aclose(self) -> None:
         try:
-            aclose = getattr(self._gen, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await aclose(self._gen)
         finally:
-            inner_close = getattr(self._inner, "aclose", None)
-            if inner_close is not None:
-                await inner_close()
+            await aclose(self._inner)
