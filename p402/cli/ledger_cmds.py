@@ -65,9 +65,13 @@ def _trusted_key(path_or_hex: str | None) -> Any:
 
 
 async def cmd_verify(args: argparse.Namespace) -> int:
-    from p402.prove.audit import verify_rows
+    from p402.prove.audit import trusted_keys, verify_rows
     from p402.prove.export import verify_export
     key = _trusted_key(args.key)
+    try:
+        trusted_keys(key)
+    except ValueError:
+        raise CliError(f"--key {args.key}: not an Ed25519 public key (hex, or a PEM file)", 2) from None
     if args.file:
         if not Path(args.file).exists():
             raise CliError(f"{args.file}: no such file", 2)

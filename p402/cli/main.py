@@ -128,17 +128,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = asyncio.run(result)
         return int(result or 0)
     except CliError as exc:
-        print(f"p402: {exc}", file=sys.stderr)
-        return exc.code
+        return _fail(str(exc), exc.code)
     except ConfigError as exc:
         # A bad or missing config file is a user mistake (exit 2, as the module docstring says).
-        print(f"p402: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc), 2)
     except P402Error as exc:
-        print(f"p402: {exc}", file=sys.stderr)
-        return 1
+        return _fail(str(exc), 1)
+    except OSError as exc:
+        # A path the user named cannot be read or written (missing directory, permissions).
+        where = f": {exc.filename}" if exc.filename else ""
+        return _fail(f"{exc.strerror or exc}{where}", 2)
     except KeyboardInterrupt:
         return 130
+
+
+def _fail(message: str, code: int) -> int:
+    """One line on stderr, whatever the message (a driver's error may span several)."""
+    print("p402: " + " ".join(message.split()), file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

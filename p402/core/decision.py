@@ -10,11 +10,11 @@ atomic step. Denials are values; nothing here raises on user input.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Mapping
 
 from p402.core.money import format_usd
-from p402.core.periods import Window, window_for
+from p402.core.periods import Window, boundary_iso, window_for
 from p402.core.policy import TOKENS_PER_RATE, Budget, CounterKey, ModelSpec, Policy
 from p402.core.scopes import Attribution
 
@@ -307,6 +307,4 @@ def _budget_denial(ask: Ask, binding: Balance, estimate: int, input_nanos: int, 
 
 
 def _iso(moment: datetime | None) -> str:
-    if moment is None:
-        return ""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return boundary_iso(moment) if moment is not None else ""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone, tzinfo
 
-__all__ = ["PERIODS", "Window", "window_for", "TOTAL_START"]
+__all__ = ["PERIODS", "Window", "window_for", "TOTAL_START", "boundary_iso"]
 
 PERIODS = ("hour", "day", "week", "month", "quarter", "year", "total", "request")
 TOTAL_START = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -99,3 +99,8 @@ def _window_for(period: str, now: datetime, tz: tzinfo) -> Window:
     else:
         raise ValueError(f"unknown period {period!r}")
     return Window(_localize(start, tz), _localize(end, tz))
+
+
+def boundary_iso(moment: datetime) -> str:
+    """A window boundary as ISO 8601 UTC to the second (`2027-01-01T00:00:00Z`), as the contract shows `resets_at`."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

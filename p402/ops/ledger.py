@@ -9,9 +9,10 @@ which never calls it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from p402.config import Config
+from p402.core.ledger import ChainRow
 from p402.pipeline.ports import LedgerFilter
 from p402.prove.checkpoints import latest_checkpoint
 from p402.prove.export import csv_lines, jsonl_lines
@@ -83,19 +84,18 @@ def _rows_until(store: Any, size: int) -> Iterator[Any]:
 
 
 def export_lines(config: Config, fmt: str, sealed: dict[str, Any] | None, total: int | None = None,
-                 progress: Any = None) -> Iterator[bytes]:
-    """An export's lines, read through a store connection of its own.
-
-    The export opens its own connection so it can run in a worker thread
-    without sharing the gateway's (SQLite connections are not shared across
-    threads here).
-    """
+                 progress: Any = None, chain: Callable[[], Iterator[ChainRow]] | None = None) -> Iterator[bytes]:
+    """An export's lines, read through a store connection of its own, so it can run in a
+    worker thread without sharing the gateway's: a new SQLite connection, or `chain`
+    (PostgreSQL's `chain()` opens a connection of its own)."""
     from p402.stores.sqlite import SqliteStore
-    if not config.store.startswith("sqlite:///"):
-        raise ValueError("exports over HTTP are served for SQLite stores; use `p402 ledger export` for PostgreSQL")
-    store = SqliteStore.from_url(config.store)
+    store = SqliteStore.from_url(config.store) if chain is None else None
     try:
-        rows = store.chain()
+        if store is not None:
+            rows = store.chain()
+        else:
+            assert chain is not None
+            rows = chain()
         if fmt == "jsonl":
             signer = Signer.load_or_create(config.signing_key) if Path(config.signing_key).exists() else None
             yield from jsonl_lines(rows, signer=signer, sealed=sealed, total=total, progress=progress)
@@ -104,4 +104,5 @@ def export_lines(config: Config, fmt: str, sealed: dict[str, Any] | None, total:
         else:
             yield from focus_lines(rows, progress=progress, total=total)
     finally:
-        store.db.close()
+        if store is not None:
+            store.db.close()

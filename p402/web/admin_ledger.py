@@ -108,12 +108,11 @@ class LedgerRoutes:
             raise ApiError(400, f"format: {fmt!r} is not one of {', '.join(EXPORT_FORMATS)}", "invalid_request", "format")
         if role not in ("admin", "finance"):
             raise ApiError(403, f"role {role} may not export the ledger", "forbidden")
-        if not self.runtime.config.store.startswith("sqlite:///"):
-            raise ApiError(400, "HTTP exports are served for SQLite stores; run `p402 ledger export` for PostgreSQL",
-                           "invalid_request", "format")
         sealed = await latest_checkpoint(self.store)
         media = "application/x-ndjson" if fmt == "jsonl" else "text/csv"
-        name = f"p402-ledger.{'jsonl' if fmt == 'jsonl' else 'csv'}"
+        name = {"jsonl": "p402-ledger.jsonl", "csv": "p402-ledger.csv", "focus": "p402-ledger-focus.csv"}[fmt]
         # A sync generator: Starlette runs it in a worker thread, on the export's own connection.
-        return StreamingResponse(export_lines(self.runtime.config, fmt, sealed), media_type=media,
+        sqlite = self.runtime.config.store.startswith("sqlite:///")
+        lines = export_lines(self.runtime.config, fmt, sealed, chain=None if sqlite else self.store.chain)
+        return StreamingResponse(lines, media_type=media,
                                  headers={"Content-Disposition": f'attachment; filename="{name}"'})

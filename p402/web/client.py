@@ -16,7 +16,8 @@ import orjson
 from p402.core.money import format_usd
 from p402.core.policy import Policy
 from p402.core.scopes import HEADER_KINDS, Attribution
-from p402.pipeline.gateway import Admitted, Gateway, Inbound, Refusal
+from p402.errors import StoreUnavailable
+from p402.pipeline.gateway import Admitted, Gateway, Inbound, Refusal, unauthorized, unavailable
 from p402.web.envelopes import anthropic_error, openai_error
 
 __all__ = ["ClientRoutes", "ROUTES"]
@@ -85,6 +86,7 @@ class ClientRoutes:
         anthropic = route == "messages"
         if scope["method"] != "POST":
             await self._error(send, anthropic, 405, "method_not_allowed", f"{path} takes POST")
+            self.count(route, 405)
             return
         started = time.perf_counter()
         headers = _headers(scope)
@@ -97,6 +99,7 @@ class ClientRoutes:
             body = _validate(route, body)
         except BadRequest as exc:
             await self._error(send, anthropic, exc.status, exc.code, exc.message, exc.param)
+            self.count(route, exc.status)
             return
         inbound = Inbound(route, body, _secret(headers), {k: headers[h] for h, k in _ATTRIBUTION_HEADERS.items()
                                                           if h in headers},
@@ -158,9 +161,13 @@ class ClientRoutes:
 
     async def _models(self, scope: Scope, send: Send) -> None:
         headers = _headers(scope)
-        key = await self.gateway.keys.authenticate(_secret(headers))
+        try:
+            key = await self.gateway.keys.authenticate(_secret(headers))
+        except StoreUnavailable:
+            await self._refuse(send, False, unavailable(None))
+            return
         if key is None:
-            await self._error(send, False, 401, "invalid_api_key", "missing, unknown or revoked API key")
+            await self._refuse(send, False, unauthorized())
             return
         policy = self.policy()
         who = Attribution(tenant=key.tenant, key=key.id, department=key.department, employee=key.employee,
@@ -168,11 +175,9 @@ class ClientRoutes:
         denied = frozenset().union(*(r.deny_categories for r in policy.rules if who.covers(r.scope)))
         data = []
         for m in policy.models.values():
-            if denied & m.categories:
+            if denied & m.categories or m.price is None:  # an unpriced model is always denied (PRICE_UNKNOWN)
                 continue
-            price = None
-            if m.price is not None:
-                price = {"input_per_mtok": format_usd(m.price.input), "output_per_mtok": format_usd(m.price.output)}
+            price = {"input_per_mtok": format_usd(m.price.input), "output_per_mtok": format_usd(m.price.output)}
             data.append({"id": m.name, "object": "model", "created": 0, "owned_by": m.provider,
                          "p402": {"provider": m.provider, "upstream": m.upstream, "categories": sorted(m.categories),
                                   "price": price, "max_output_tokens": m.max_output_tokens}})

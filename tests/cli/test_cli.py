@@ -345,3 +345,11 @@ def test_demo_runs_prints_its_urls_and_shows_admits_and_denials(tmp_path: Path,
     # The demo leaves its config behind, so the other commands can be pointed at it.
     code, out, _ = p402(capsys, "ledger", "verify", "--config", str(tmp_path / "p402.yaml"))
     assert code == 0 and out.startswith("ledger intact: ")
+
+
+def test_paths_and_keys_the_user_got_wrong_are_one_line_not_a_traceback(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = p402(capsys, "identity", "new", "--key", str(tmp_path / "no-such-dir" / "owner.json"))
+    assert code == 2 and one_line(err) == f"p402: No such file or directory: {tmp_path / 'no-such-dir' / 'owner.json'}"
+    code, _, err = p402(capsys, "ledger", "verify", "--key", "zz", "--store", f"sqlite:///{tmp_path / 'p402.db'}")
+    assert code == 2 and one_line(err) == "p402: --key zz: not an Ed25519 public key (hex, or a PEM file)"

@@ -8,6 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import anthropic
+import openai
 import orjson
 import pytest
 
@@ -60,9 +61,12 @@ def test_denial_comes_in_anthropics_envelope_with_the_p402_object(tmp_path: Path
 def test_health_readiness_and_metrics(tmp_path: Path) -> None:
     raw = org(tmp_path, policies=[{"scope": "department:sales", "deny_categories": ["premium"]}])
     with gateway(config_of(raw)) as gw:
-        gw.openai("alice").chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
-        with pytest.raises(Exception):
+        raw = gw.openai("alice").chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES)
+        cost = raw.headers["X-P402-Cost-Usd"]
+        with pytest.raises(openai.PermissionDeniedError):
             gw.openai("carol").chat.completions.create(model="gpt-4o", messages=MESSAGES)
+        with pytest.raises(openai.BadRequestError):  # refused at the edge, before any decision: still counted
+            gw.openai("alice").chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=-1)
         for path in ("/healthz", "/readyz"):
             with urllib.request.urlopen(gw.base + path) as r:
                 assert r.status == 200
@@ -71,5 +75,7 @@ def test_health_readiness_and_metrics(tmp_path: Path) -> None:
         assert 'p402_decisions_total{deny_code="",outcome="allow"} 1.0' in text
         assert 'p402_decisions_total{deny_code="CATEGORY_DENIED",outcome="deny"} 1.0' in text
         assert 'p402_requests_total{route="chat",status="403"} 1.0' in text
-        assert 'p402_spend_usd_total{department="eng"}' in text
+        assert 'p402_requests_total{route="chat",status="400"} 1.0' in text
+        spend = next(line for line in text.splitlines() if line.startswith('p402_spend_usd_total{department="eng"}'))
+        assert float(spend.split()[-1]) == pytest.approx(float(cost))
         assert "p402_decision_seconds_bucket" in text

@@ -189,10 +189,13 @@ def test_shadow_budget_logs_would_deny_but_admits(tmp_path: Path) -> None:
 def test_embeddings_are_metered(tmp_path: Path) -> None:
     with gateway(config_of(org(tmp_path))) as gw:
         raw = gw.openai("carol").embeddings.with_raw_response.create(
-            model="text-embedding-3-small", input=["budgets decide before the call", "second"])
+            model="text-embedding-3-small", input=["budgets decide before the call", "second"], user="cust-42")
         result = raw.parse()
         assert len(result.data) == 2 and len(result.data[0].embedding) == 16
         assert usd(raw.headers["X-P402-Cost-Usd"]) == Decimal(result.usage.prompt_tokens) * Decimal("0.02") / 10**6
+        # OpenAI's `user` names the customer on embeddings as on chat (SPEC: attribution).
+        decision = next(r for r in ledger(gw.db_path) if r["event_id"] == raw.headers["X-P402-Event-Id"])
+        assert decision["customer"] == "cust-42"
 
 
 def test_models_lists_what_the_key_may_use(tmp_path: Path) -> None:
@@ -201,6 +204,8 @@ def test_models_lists_what_the_key_may_use(tmp_path: Path) -> None:
         carol = {m.id for m in gw.openai("carol").models.list()}
         alice = {m.id for m in gw.openai("alice").models.list()}
         assert "gpt-4o" in alice and "gpt-4o" not in carol and "gpt-4o-mini" in carol
+        # An unpriced model is configured but always denied (PRICE_UNKNOWN): not a model the key may use.
+        assert "local-llm" in gw.runtime.policies.current.models and "local-llm" not in alice | carol
 
 
 def test_unknown_missing_and_revoked_keys_get_401_and_no_provider_call(tmp_path: Path) -> None:

@@ -9,7 +9,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import openai
 import orjson
+import pytest
 
 from p402.prove.export import verify_export
 from p402.prove.merkle import verify_consistency, verify_inclusion
@@ -19,13 +21,17 @@ PROMPT = [{"role": "user", "content": "hello"}]
 
 
 def get(base: str, path: str, token: str = ADMIN_TOKEN) -> tuple[int, bytes]:
+    return fetch(base, path, token)[:2]
+
+
+def fetch(base: str, path: str, token: str = ADMIN_TOKEN) -> tuple[int, bytes, Any]:
     req = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {token}"})
     try:
         with urllib.request.urlopen(req) as r:
-            return r.status, r.read()
+            return r.status, r.read(), r.headers
     except urllib.error.HTTPError as e:
         with e:
-            return e.code, e.read()
+            return e.code, e.read(), e.headers
 
 
 def test_events_are_explained_and_provably_included_in_a_signed_checkpoint(tmp_path: Path) -> None:
@@ -33,10 +39,10 @@ def test_events_are_explained_and_provably_included_in_a_signed_checkpoint(tmp_p
               ledger={"checkpoint_max_events": 1})  # seal as soon as anything is new
     with gateway(config_of(raw)) as gw:
         gw.openai("carol").chat.completions.create(model="gpt-4o-mini", messages=PROMPT)
-        try:
+        with pytest.raises(openai.APIStatusError) as denial:
             gw.openai("alice").chat.completions.create(model="gpt-4o-mini", messages=PROMPT, max_tokens=500)
-        except Exception as exc:  # the denial
-            denied_id = exc.response.headers["X-P402-Event-Id"]  # type: ignore[attr-defined]
+        assert denial.value.status_code == 402
+        denied_id = denial.value.response.headers["X-P402-Event-Id"]
         with sqlite3.connect(tmp_path / "p402.db") as db:
             last_seq = db.execute("SELECT MAX(seq) FROM ledger").fetchone()[0]
         deadline = time.time() + 10  # the gateway's sealer looks every second
@@ -97,3 +103,35 @@ def test_events_are_explained_and_provably_included_in_a_signed_checkpoint(tmp_p
         status, focus = get(gw.base, "/admin/v1/ledger/export?format=focus")
         header = focus.splitlines()[0].decode().split(",")
         assert status == 200 and {"BilledCost", "EffectiveCost", "ChargePeriodStart", "ServiceName"} <= set(header)
+
+
+def test_exports_are_served_over_http_for_a_postgresql_store_too(tmp_path: Path) -> None:
+    import uuid
+
+    import psycopg
+    from psycopg import sql
+
+    from tests.stores.conftest import PG_URL
+
+    name = f"p402_export_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        raw = org(tmp_path)
+        raw["store"] = PG_URL.rsplit("/", 1)[0] + "/" + name
+        with gateway(config_of(raw)) as gw:
+            reply = gw.openai("carol").chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=PROMPT)
+            event_id = reply.headers["X-P402-Event-Id"]
+            status, export, headers = fetch(gw.base, "/admin/v1/ledger/export?format=jsonl")
+            assert status == 200 and headers["Content-Disposition"] == 'attachment; filename="p402-ledger.jsonl"'
+            path = tmp_path / "export.jsonl"
+            path.write_bytes(export)
+            report = verify_export(path)
+            assert report.ok and report.rows >= 3
+            assert event_id.encode() in export
+            status, focus, headers = fetch(gw.base, "/admin/v1/ledger/export?format=focus")
+            assert status == 200 and headers["Content-Disposition"] == 'attachment; filename="p402-ledger-focus.csv"'
+            assert b"BilledCost" in focus.splitlines()[0] and len(focus.splitlines()) >= 2
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
