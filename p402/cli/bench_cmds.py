@@ -25,7 +25,7 @@ def benchmarks_dir() -> Path:
 
 def add_commands(sub: Any, add: Any, store_args: Any, parser_class: Any) -> None:
     p = add("bench", cmd_bench, "measure p402's overhead with budgets on, beside a bare proxy and LiteLLM")
-    p.add_argument("--quick", action="store_true", help="short phases (1.5 s): a run of about 2 minutes (default: ~9 minutes)")
+    p.add_argument("--quick", action="store_true", help="short phases (1.5 s): a run of about 2 minutes (default: about 12 minutes)")
     p.add_argument("--out", default=None, help="where latest.json and latest.png go (default: benchmarks/results)")
     p.add_argument("--no-litellm", action="store_true", help="do not install or measure the LiteLLM proxy")
 
