@@ -108,6 +108,8 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{p}: no such config file (pass --config FILE, or create p402.yaml)") from None
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not UTF-8 text (a YAML config is a text file)") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

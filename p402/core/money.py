@@ -8,11 +8,16 @@ Money crosses every API and file as a decimal string in USD (`format_usd`).
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+import re
+from decimal import Decimal, localcontext
 
-__all__ = ["NANOS_PER_USD", "parse_usd", "format_usd", "ceil_div", "MoneyError"]
+__all__ = ["NANOS_PER_USD", "MAX_USD", "parse_usd", "format_usd", "ceil_div", "MoneyError"]
 
 NANOS_PER_USD = 1_000_000_000
+# The largest amount accepted anywhere (a cap, a price per million tokens, a mandate's max):
+# far above any real budget, and its nanos fit the stores' 64-bit integers with room to sum.
+MAX_USD = 1_000_000_000
+_PLAIN_DECIMAL = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]{1,2})?")
 
 
 class MoneyError(ValueError):
@@ -25,26 +30,30 @@ def parse_usd(value: object) -> int:
     Floats are refused because YAML and JSON floats already lost exactness
     (0.1 is not 1/10); users write money as a quoted string.
     """
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
     if isinstance(value, bool) or isinstance(value, float):
-        raise MoneyError(f"write money as a quoted decimal string such as \"5.00\", not the number {value!r}")
+        raise MoneyError(f"write money as a quoted decimal string such as \"5.00\", not the number {shown}")
     if isinstance(value, int):
         text = str(value)
     elif isinstance(value, str):
         text = value.strip()
     else:
         raise MoneyError(f"expected a decimal string in USD, got {type(value).__name__}")
-    try:
+    if len(text) > 64 or not _PLAIN_DECIMAL.fullmatch(text):
+        # Decimal() would also take "1e400000", "1_000", "NaN" or other scripts' digits; a
+        # huge exponent costs seconds of arithmetic before anything else can object.
+        raise MoneyError(f"{shown} is not a decimal number such as \"5.00\"")
+    with localcontext() as ctx:
+        ctx.prec = 200  # exact for every text the pattern lets through (64 characters, exponent < 100)
         amount = Decimal(text)
-    except InvalidOperation:
-        raise MoneyError(f"{value!r} is not a decimal number") from None
-    if not amount.is_finite():
-        raise MoneyError(f"{value!r} is not a finite amount")
-    if amount < 0:
-        raise MoneyError(f"{value!r} is negative")
-    nanos = amount * NANOS_PER_USD
-    if nanos != nanos.to_integral_value():
-        raise MoneyError(f"{value!r} has more than 9 decimal places")
-    return int(nanos)
+        if amount < 0:
+            raise MoneyError(f"{shown} is negative")
+        if amount > MAX_USD:
+            raise MoneyError(f"{shown} is more than the largest amount p402 keeps (${MAX_USD:,})")
+        nanos = amount * NANOS_PER_USD
+        if nanos != nanos.to_integral_value():
+            raise MoneyError(f"{shown} has more than 9 decimal places")
+        return int(nanos)
 
 
 def format_usd(nanos: int, min_places: int = 2) -> str:

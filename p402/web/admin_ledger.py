@@ -60,15 +60,15 @@ class LedgerRoutes:
         if since is not None:
             try:
                 parsed = datetime.fromisoformat(since.replace("Z", "+00:00"))
-            except ValueError:
+                since = parsed.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            except (ValueError, OverflowError):
                 raise ApiError(400, "since: must be an ISO 8601 time such as 2026-12-01T00:00:00Z", "invalid_request",
                                "since") from None
-            since = parsed.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        try:
-            limit = int(q.get("limit", "100"))
-            before = int(q["before"]) if q.get("before") else None
-        except ValueError:
-            raise ApiError(400, "limit and before must be integers", "invalid_request", "limit") from None
+        limit = _integer(q, "limit", None)
+        limit = 100 if limit is None else limit
+        before = _integer(q, "before", None)
+        if before is not None and not 1 <= before <= 2**63 - 1:
+            raise ApiError(400, "before: must be a ledger seq (a positive integer)", "invalid_request", "before")
         if not 1 <= limit <= MAX_EVENTS_PAGE:
             raise ApiError(400, f"limit: must be between 1 and {MAX_EVENTS_PAGE}", "invalid_request", "limit")
         rows = await self.store.events(LedgerFilter(deny_code=deny_code, scope_kind=scope_kind, scope_id=scope_id,
@@ -116,3 +116,14 @@ class LedgerRoutes:
         lines = export_lines(self.runtime.config, fmt, sealed, chain=None if sqlite else self.store.chain)
         return StreamingResponse(lines, media_type=media,
                                  headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+def _integer(q: Any, name: str, default: int | None) -> int | None:
+    """An integer query parameter, or a 400 naming it."""
+    text = q.get(name)
+    if not text:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise ApiError(400, f"{name}: must be an integer", "invalid_request", name) from None

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import Any, Awaitable, Callable, Mapping
 
@@ -29,7 +30,10 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 ROUTES = {b"/v1/chat/completions": "chat", b"/v1/embeddings": "embeddings", b"/v1/messages": "messages"}
 _PATHS = {k.decode(): v for k, v in ROUTES.items()}
 _ATTRIBUTION_HEADERS = {f"x-p402-{k}".encode(): k for k in HEADER_KINDS}
+_DIGEST = re.compile(r"0[xX][0-9a-fA-F]{64}")
 MAX_CHOICES = 128  # OpenAI's own limit on `n`
+# More output tokens than any model writes in one answer; a bound on what one request can reserve.
+MAX_OUTPUT_TOKENS = 1_000_000
 
 
 class BadRequest(Exception):
@@ -53,9 +57,9 @@ def _validate(route: str, body: Any) -> dict[str, Any]:
                 raise BadRequest(400, f"messages[{i}]: must be an object with a role", f"messages[{i}]")
         for name in ("max_tokens", "max_completion_tokens"):
             v = body.get(name)
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-                raise BadRequest(400, f"{name}: must be a positive integer", name)
-        if "stream" in body and not isinstance(body["stream"], bool):
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_OUTPUT_TOKENS):
+                raise BadRequest(400, f"{name}: must be an integer from 1 to {MAX_OUTPUT_TOKENS}", name)
+        if body.get("stream") is not None and not isinstance(body["stream"], bool):
             raise BadRequest(400, "stream: must be true or false", "stream")
         n = body.get("n")
         if n is not None and (not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_CHOICES):
@@ -80,6 +84,9 @@ class ClientRoutes:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
         if path == "/v1/models":
+            if scope["method"] not in ("GET", "HEAD"):
+                await self._error(send, False, 405, "method_not_allowed", f"{path} takes GET")
+                return
             await self._models(scope, send)
             return
         route = _PATHS[path]
@@ -97,13 +104,17 @@ class ClientRoutes:
             except orjson.JSONDecodeError as exc:
                 raise BadRequest(400, f"the request body is not valid JSON: {exc}") from None
             body = _validate(route, body)
+            mandate = headers.get(b"x-p402-mandate")
+            if mandate is not None and not _DIGEST.fullmatch(mandate):
+                raise BadRequest(400, "X-P402-Mandate: must be a mandate digest, 0x and 64 hex digits",
+                                 "X-P402-Mandate", code="invalid_attribution")
         except BadRequest as exc:
             await self._error(send, anthropic, exc.status, exc.code, exc.message, exc.param)
             self.count(route, exc.status)
             return
         inbound = Inbound(route, body, _secret(headers), {k: headers[h] for h, k in _ATTRIBUTION_HEADERS.items()
                                                           if h in headers},
-                          headers.get(b"x-p402-mandate"), started)
+                          mandate, started)
         outcome = await self.gateway.handle(inbound)
         if isinstance(outcome, Refusal):
             await self._refuse(send, anthropic, outcome)

@@ -296,6 +296,10 @@ def _mistakes(tmp: Path) -> list[tuple[list[str], int, str]]:
                                              {"id": "b", "scope": "tenant:acme", "cap_usd": 0.1, "period": "day"}]),
                               "test.yaml")
     missing = tmp / "missing.yaml"
+    not_text = tmp / "utf16.yaml"
+    not_text.write_bytes(b"\xff\xfestore: x\n")
+    huge_cap = write_config(tmp, org(tmp, [{"id": "a", "scope": "tenant:acme", "cap_usd": "1e999999999",
+                                            "period": "month"}]), "huge.yaml")
     return [
         (["frobnicate"], 2, "p402: error: argument COMMAND: invalid choice: 'frobnicate'"),
         (["keys", "list", "--bogus"], 2, "p402: error: unrecognized arguments: --bogus"),
@@ -313,6 +317,8 @@ def _mistakes(tmp: Path) -> list[tuple[list[str], int, str]]:
         (["keys", "revoke", "nope", "--config", str(good)], 1, "p402: key nope does not exist"),
         (["ledger", "verify", "--store", f"sqlite:///{tmp / 'no' / 'such' / 'dir.db'}"], 1, "p402: cannot open store"),
         (["demo", "--rate", "0"], 2, "p402: --rate must be positive"),
+        (["apply", "-f", str(not_text)], 2, f"p402: {not_text}: not UTF-8 text"),
+        (["apply", "-f", str(huge_cap)], 2, "budgets[0].cap_usd: '1e999999999' is not a decimal number"),
     ]
 
 

@@ -20,7 +20,9 @@ def test_parse_and_format_examples() -> None:
     assert format_usd(21_000) == "0.000021"
 
 
-@pytest.mark.parametrize("bad", [0.1, 1.5, True, "abc", "-1", "NaN", "Infinity", "0.0000000001", None, [1]])
+@pytest.mark.parametrize("bad", [0.1, 1.5, True, "abc", "-1", "NaN", "Infinity", "0.0000000001", None, [1],
+                                 "1e400000", "1e999999999", "1_000", "\u0661\u0662", "1000000000.5", 10**400,
+                                 "0.1000000000000000000000000000001"])
 def test_inexact_or_invalid_money_is_refused(bad: object) -> None:
     with pytest.raises(MoneyError):
         parse_usd(bad)
@@ -40,3 +42,12 @@ def test_parse_is_exact(amount: Decimal) -> None:
 def test_ceil_div_rounds_up_never_down(n: int, d: int) -> None:
     q = ceil_div(n, d)
     assert q * d >= n and (q - 1) * d < n
+
+
+def test_huge_or_foreign_amounts_are_refused_at_once_with_a_short_message() -> None:
+    with pytest.raises(MoneyError, match=r"is not a decimal number"):
+        parse_usd("1e999990")  # an exponent like this used to stall the event loop for seconds
+    with pytest.raises(MoneyError, match=r"largest amount p402 keeps") as err:
+        parse_usd(10**30)
+    assert len(str(err.value)) < 120
+    assert parse_usd("1000000000") == 10**18 and parse_usd("2.5e-3") == 2_500_000

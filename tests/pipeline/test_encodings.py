@@ -105,3 +105,13 @@ def test_tiktoken_cannot_reach_the_network_while_p402_loads_it(tmp_path: Path) -
     """, tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "no download"
+
+
+def test_a_text_too_long_to_tokenize_inline_is_bounded_by_its_bytes() -> None:
+    from p402.pipeline.tokens import TOKENIZE_LIMIT_CHARS
+    text = "na\u00efve \u4e2d\u6587 " * (TOKENIZE_LIMIT_CHARS // 8)
+    assert len(text) > TOKENIZE_LIMIT_CHARS
+    # Still an upper bound of the real count (every token is at least one byte), without tokenizing.
+    assert count_text(text, "o200k_base") == len(text.encode()) >= len(text)
+    short = text[:1000]
+    assert count_text(short, "o200k_base") < len(short.encode())

@@ -327,7 +327,9 @@ def test_ledger_events_filter_page_and_tell_one_requests_story(tmp_path: Path) -
 
         for query, param in [("deny_code=NOT_A_CODE", "deny_code"), ("scope=sales", "scope"),
                              ("scope=galaxy:far", "scope"), ("since=yesterday", "since"), ("limit=0", "limit"),
-                             ("limit=1001", "limit"), ("limit=ten", "limit")]:
+                             ("limit=1001", "limit"), ("limit=ten", "limit"), ("before=abc", "before"),
+                             ("before=9223372036854775808", "before"),
+                             ("since=9999-12-31T23:59:59-14:00", "since")]:
             status, err = call(gw, "GET", f"/ledger/events?{query}")
             assert (status, err["error"]["param"]) == (400, param), query
 

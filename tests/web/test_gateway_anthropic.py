@@ -79,3 +79,20 @@ def test_health_readiness_and_metrics(tmp_path: Path) -> None:
         spend = next(line for line in text.splitlines() if line.startswith('p402_spend_usd_total{department="eng"}'))
         assert float(spend.split()[-1]) == pytest.approx(float(cost))
         assert "p402_decision_seconds_bucket" in text
+
+
+def test_wrong_methods_get_a_405_in_each_routes_own_error_format(tmp_path: Path) -> None:
+    import urllib.error
+    with gateway(config_of(org(tmp_path))) as gw:
+        for method, path, kind in (("POST", "/v1/models", "openai"), ("GET", "/v1/messages", "anthropic"),
+                                   ("GET", "/v1/chat/completions", "openai")):
+            req = urllib.request.Request(gw.base + path, data=b"{}" if method == "POST" else None, method=method)
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(req)
+            body = orjson.loads(err.value.read())
+            err.value.close()
+            assert err.value.code == 405, path
+            if kind == "anthropic":
+                assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
+            else:
+                assert body["error"]["code"] == "method_not_allowed" and path in body["error"]["message"]

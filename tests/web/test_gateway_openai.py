@@ -260,6 +260,9 @@ def test_headers_add_scopes_but_never_escape_the_keys_department(tmp_path: Path)
     (b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "n": 0}', 400, "n"),
     (b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "stream_options": "yes"}', 400,
      "stream_options"),
+    # Beyond any model's answer, and beyond what a 64-bit store column can reserve: refused, not a 500.
+    (b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "max_tokens": 4611686018427387904}',
+     400, "max_tokens"),
 ])
 def test_bad_input_gets_a_clear_4xx_naming_the_field(tmp_path: Path, body: bytes, status: int, param: str | None) -> None:
     import urllib.error
@@ -284,3 +287,16 @@ def test_oversized_body_is_refused_with_413(tmp_path: Path) -> None:
             gw.openai().chat.completions.create(model="gpt-4o-mini",
                                                     messages=[{"role": "user", "content": "x" * 5000}])
         assert err.value.status_code == 413
+
+
+def test_a_mandate_header_that_is_not_a_digest_is_refused_naming_the_header(tmp_path: Path) -> None:
+    with gateway(config_of(org(tmp_path))) as gw:
+        with pytest.raises(openai.BadRequestError) as err:
+            gw.openai("alice").chat.completions.create(model="gpt-4o-mini", messages=PROMPT,
+                                                       extra_headers={"X-P402-Mandate": "junk" * 1000})
+        assert err.value.code == "invalid_attribution" and err.value.param == "X-P402-Mandate"
+        assert not [r for r in ledger(gw.db_path) if r["kind"] == "decision"]  # nothing decided, nothing kept
+        # `stream: null` is OpenAI's default spelled out, not a mistake.
+        reply = gw.openai("alice").chat.completions.create(model="gpt-4o-mini", messages=PROMPT,
+                                                           extra_body={"stream": None})
+        assert reply.choices[0].message.content
