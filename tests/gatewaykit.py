@@ -149,9 +149,13 @@ def stream_then_leave(gw: Running, body: dict[str, Any], who: str = "alice", eve
         s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: p402\r\nContent-Type: application/json\r\n"
                   b"Authorization: Bearer " + SECRETS.get(who, who).encode() + b"\r\nContent-Length: "
                   + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+        s.settimeout(10)  # a gateway that answers otherwise (or hangs) fails the test, never the whole suite
         received = b""
         while received.count(b"data: ") < events:
-            received += s.recv(4096)
+            chunk = s.recv(4096)
+            if not chunk:
+                raise AssertionError(f"the gateway closed the stream after {received[:300]!r}")
+            received += chunk
         if not events:
             threading.Event().wait(0.05)  # admitted, the provider not yet answered: leave now
 
@@ -160,5 +164,7 @@ def wait_until(predicate: Any, timeout_s: float = 5.0) -> None:
     """Poll until `predicate()` is true (background work such as settlements), at most `timeout_s`."""
     import time
     deadline = time.time() + timeout_s
-    while time.time() < deadline and not predicate():
+    while not predicate():
+        if time.time() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {getattr(predicate, '__name__', 'it')}")
         time.sleep(0.05)

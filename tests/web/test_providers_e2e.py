@@ -201,3 +201,23 @@ def test_a_client_leaving_mid_stream_stops_the_provider_and_pays_for_what_stream
         assert len(settle) == 1 and settle[0]["status"] == "client_disconnected"
         assert 4 <= settle[0]["output_tokens"] < 4000 and Decimal(settle[0]["cost_usd"]) > 0
         assert reserved(tmp_path) == 0
+
+
+def test_a_denied_request_never_reaches_any_provider(tmp_path: Path, fakes: dict[str, Any]) -> None:
+    """Deny before spend (SPEC §2.1): every refusal is decided before a byte goes upstream."""
+    budgets = [{"id": "tiny", "scope": "department:sales", "cap_usd": "0.0000001", "period": "day"}]
+    policies = [{"scope": "department:eng", "deny_categories": ["chat"]}]
+    raw = org(tmp_path, budgets, policies, providers=providers_for(fakes["servers"]), models=MODELS)
+    with gateway(config_of(raw)) as gw:
+        for model in ("gpt-4o-mini", "claude", "gemini", "nova", "router-mini"):
+            with pytest.raises(openai.APIStatusError) as budget:
+                gw.openai("carol").chat.completions.create(model=model, messages=PROMPT, max_tokens=64)
+            assert budget.value.status_code == 402 and budget.value.code == "BUDGET_EXCEEDED"
+            with pytest.raises(openai.PermissionDeniedError) as category:
+                gw.openai("alice").chat.completions.create(model=model, messages=PROMPT, stream=True)
+            assert category.value.code == "CATEGORY_DENIED"
+            with pytest.raises(openai.AuthenticationError):
+                gw.openai("sk-not-a-key").chat.completions.create(model=model, messages=PROMPT)
+        assert {name: len(s.requests) for name, s in fakes["servers"].items()} == {
+            "openai": 0, "anthropic": 0, "gemini": 0, "bedrock": 0, "openrouter": 0}
+        assert len(rows(tmp_path, "decision")) == 10 and not rows(tmp_path, "settle")
