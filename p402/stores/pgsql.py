@@ -48,7 +48,7 @@ UPSERT_KEY = ("INSERT INTO api_keys (id, secret_hash, tenant, owner_kind, owner_
               "prefix, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
               "ON CONFLICT (id) DO UPDATE SET secret_hash = excluded.secret_hash, owner_kind = excluded.owner_kind, "
               "owner_id = excluded.owner_id, department = excluded.department, employee = excluded.employee, "
-              "workflow = excluded.workflow, tenant = excluded.tenant, revoked_at = NULL")
+              "workflow = excluded.workflow, tenant = excluded.tenant")
 
 
 def key_arrays(keys: list[CounterKey]) -> tuple[list[str], list[str], list[int]]:

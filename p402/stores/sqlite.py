@@ -215,7 +215,7 @@ class SqliteStore:
                                 "ON CONFLICT (id) DO UPDATE SET secret_hash=excluded.secret_hash, "
                                 "owner_kind=excluded.owner_kind, owner_id=excluded.owner_id, "
                                 "department=excluded.department, employee=excluded.employee, "
-                                "workflow=excluded.workflow, tenant=excluded.tenant, revoked_at=NULL",
+                                "workflow=excluded.workflow, tenant=excluded.tenant",
                                 (key.id, secret_hash, key.tenant, key.owner_kind, key.owner_id, key.department,
                                  key.employee, key.workflow, key.prefix, key.created_at))
             except sqlite3.IntegrityError as exc:

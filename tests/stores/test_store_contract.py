@@ -209,6 +209,9 @@ def test_keys_are_put_found_and_revoked(store: Any, run: Any) -> None:
     assert [k.id for k in run(store.list_keys())] == ["k-alice", "k-bob"]
     assert run(store.policy_version()) == 3
     assert rows(store) == 3
+    # Re-pointing a revoked key (a config's new secret for it) never brings it back: revocation is final.
+    assert run(store.put_key(alice, "hash-a2", policy_entry("repoint-alice"))) is True
+    assert run(store.find_key("hash-a2")) == replace(alice, revoked=True)
 
 
 def test_policy_version_bumps_once_per_change_and_not_on_a_no_op(store: Any, run: Any) -> None:
