@@ -200,9 +200,13 @@ async def _abort(conn: Connection, exc: BaseException) -> None:
     """Leave the connection idle (rolled back) or closed; never raise over `exc`."""
     if conn.closed:
         return
-    if isinstance(exc, asyncio.CancelledError) or conn.info.transaction_status not in (*_OPEN, _IDLE):
-        # Cancelled mid-exchange (a timeout): the protocol state is unknown, so
-        # the connection cannot be trusted for another transaction.
+    if (isinstance(exc, (asyncio.CancelledError, psycopg.Error))
+            or conn.info.transaction_status not in (*_OPEN, _IDLE)):
+        # Cancelled mid-exchange (a timeout): the protocol state is unknown. Or the
+        # server refused a statement of the pipeline: psycopg's cache of prepared
+        # statements may now name ones the server never made ("prepared statement
+        # _pg3_1 does not exist" on every later use). Either way the connection
+        # cannot be trusted for another transaction; a new one costs one connect.
         await conn.close()
         return
     if conn.info.transaction_status in _OPEN:

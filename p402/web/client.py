@@ -71,7 +71,19 @@ def _validate(route: str, body: Any) -> dict[str, Any]:
         inp = body.get("input")
         if not (isinstance(inp, str) or (isinstance(inp, list) and inp)):
             raise BadRequest(400, "input: required, a string or a non-empty list", "input")
+        if isinstance(inp, list):
+            # Strings, token ids, or token arrays (OpenAI's shapes): anything else could not be
+            # counted, and an input that is not counted would make the estimate too low.
+            for i, item in enumerate(inp):
+                if not (isinstance(item, str) or _is_token(item)
+                        or (isinstance(item, list) and all(_is_token(t) for t in item))):
+                    raise BadRequest(400, f"input[{i}]: must be a string, a token id or a list of token ids",
+                                     f"input[{i}]")
     return body
+
+
+def _is_token(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class ClientRoutes:

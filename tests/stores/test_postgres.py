@@ -249,3 +249,20 @@ def test_it_offers_every_method_of_the_sqlite_store_with_the_same_signature() ->
         assert inspect.iscoroutinefunction(ours) == inspect.iscoroutinefunction(theirs), name
         shape = [(p.name, p.kind, p.default) for p in inspect.signature(theirs).parameters.values()]
         assert [(p.name, p.kind, p.default) for p in inspect.signature(ours).parameters.values()] == shape, name
+
+
+def test_a_statement_the_database_refuses_does_not_poison_the_pool(pg: Backend, run: Any) -> None:
+    """An error inside a pipelined transaction leaves psycopg's prepared-statement cache out of step
+    with the server; such a connection is closed, not reused, so the next requests still work."""
+    from p402.errors import StoreError
+
+    store = pg.open(pool_size=2)
+    nobody = policy(budget("sales-month", "department:sales", "100"))  # nothing binds alice: no cap to stop it
+    for _ in range(12):  # past psycopg's prepare threshold, on both pooled connections
+        decision, hold, _ = run(reserve(store, POLICY, who("bob")))
+        assert decision.allowed and hold
+        with pytest.raises(StoreError):
+            run(reserve(store, nobody, who("alice"), max_tokens=2**62))  # a hold beyond bigint
+    for _ in range(6):
+        decision, hold, _ = run(reserve(store, POLICY, who("bob")))
+        assert decision.allowed and hold

@@ -196,6 +196,15 @@ def test_embeddings_are_metered(tmp_path: Path) -> None:
         # OpenAI's `user` names the customer on embeddings as on chat (SPEC: attribution).
         decision = next(r for r in ledger(gw.db_path) if r["event_id"] == raw.headers["X-P402-Event-Id"])
         assert decision["customer"] == "cust-42"
+        # Token arrays are counted by length; an item that cannot be counted is refused, never
+        # counted as nothing (which would make the estimate too low).
+        tokens = gw.openai("carol").embeddings.with_raw_response.create(
+            model="text-embedding-3-small", input=[[1, 2, 3, 4, 5], [6, 7]])
+        bound = next(r for r in ledger(gw.db_path) if r["event_id"] == tokens.headers["X-P402-Event-Id"])
+        assert bound["input_tokens"] == 7
+        with pytest.raises(openai.BadRequestError) as err:
+            gw.openai("carol").embeddings.create(model="text-embedding-3-small", input=["ok", {"text": "x"}])
+        assert err.value.param == "input[1]"
 
 
 def test_models_lists_what_the_key_may_use(tmp_path: Path) -> None:
