@@ -1,8 +1,11 @@
 """The reserve / settle / release / expire state machine, on the real SQLite store.
 
-Hypothesis drives random sequences; after every step `settled + reserved <= cap
-+ overruns` for every counter, reserved equals the sum of live holds, and the
-ledger's hash chain verifies.
+Hypothesis drives random sequences against a model kept beside the store: each
+counter's settled and reserved amounts, and each live hold with the moment it was
+reserved. After every step the store's counters and holds equal the model's
+exactly; a request is admitted exactly when it fits every counter; a hold is
+expired exactly when its lease ran out; `settled + reserved <= cap + that
+counter's own overruns`; and the ledger's hash chain verifies.
 """
 
 from __future__ import annotations
@@ -38,8 +41,9 @@ class Holds(RuleBasedStateMachine):
             Budget("tenant", Scope("tenant", "acme"), CAPS["tenant"], "total"),
             Budget("dept", Scope("department", "eng"), CAPS["dept"], "total"),
             Budget("alice", Scope("department", "eng"), CAPS["alice"], "total", per="employee")))
-        self.live: dict[str, int] = {}  # hold id -> reserved amount
-        self.overrun = 0
+        self.live: dict[str, tuple[int, datetime, tuple[tuple[str, str], ...]]] = {}  # hold -> amount, when, counters
+        self.counters: dict[tuple[str, str], list[int]] = {}  # (budget, member) -> [settled, reserved]
+        self.overruns: dict[tuple[str, str], int] = {}
         self.loop = asyncio.new_event_loop()
 
     def teardown(self) -> None:
@@ -51,6 +55,17 @@ class Holds(RuleBasedStateMachine):
     def _run(self, coro):  # type: ignore[no-untyped-def]
         return self.loop.run_until_complete(coro)
 
+    def _cap(self, budget_id: str) -> int:
+        return CAPS["alice" if budget_id == "alice" else budget_id]
+
+    def _close(self, hold: str, cost: int) -> None:
+        amount, _, keys = self.live.pop(hold)
+        for key in keys:
+            counter = self.counters[key]
+            counter[0] += cost
+            counter[1] -= amount
+            self.overruns[key] = self.overruns.get(key, 0) + max(cost - amount, 0)
+
     @rule(employee=st.sampled_from(["alice", "bob"]), max_tokens=st.integers(1, 40), input_tokens=st.integers(0, 10))
     def reserve(self, employee: str, max_tokens: int, input_tokens: int) -> None:
         who = Attribution("acme", "k", "eng", employee)
@@ -59,9 +74,14 @@ class Holds(RuleBasedStateMachine):
         assert isinstance(plan, Plan)
         d, hold = self._run(self.store.reserve(plan, decide, lambda dd, h: decision_entry(
             f"evt_{len(self.live)}", self.now, a, "chat", dd, 1, h), LEASE_S, self.now))
+        keys = tuple((k.budget_id, k.member) for k in plan.keys)
+        fits = all(sum(self.counters.get(k, [0, 0])) + d.estimate_nanos <= self._cap(k[0]) for k in keys)
+        assert d.allowed == fits, (d.reason, keys, self.counters)
         if d.allowed:
             assert hold is not None
-            self.live[hold] = d.estimate_nanos
+            self.live[hold] = (d.estimate_nanos, self.now, keys)
+            for k in keys:
+                self.counters.setdefault(k, [0, 0])[1] += d.estimate_nanos
         else:
             assert d.deny_code == "BUDGET_EXCEEDED" and hold is None
 
@@ -69,39 +89,37 @@ class Holds(RuleBasedStateMachine):
     @rule(data=st.data(), fraction=st.floats(0, 1.5))
     def settle(self, data: st.DataObject, fraction: float) -> None:
         hold = list(self.live)[data.draw(st.integers(0, len(self.live) - 1))]  # insertion order: ids are random
-        amount = self.live.pop(hold)
-        cost = int(amount * fraction)
-        self.overrun += max(cost - amount, 0) * 3  # an overrun lands on each of the hold's three counters at most
+        cost = int(self.live[hold][0] * fraction)
         assert self._run(self.store.settle(hold, cost, {"event_id": "e", "ts": iso(self.now), "kind": "settle"}))
+        self._close(hold, cost)
 
     @precondition(lambda self: bool(self.live))
     @rule(data=st.data())
     def release(self, data: st.DataObject) -> None:
         hold = list(self.live)[data.draw(st.integers(0, len(self.live) - 1))]  # insertion order: ids are random
-        self.live.pop(hold)
         assert self._run(self.store.settle(hold, 0, {"event_id": "e", "ts": iso(self.now), "kind": "release"}))
+        self._close(hold, 0)
         assert not self._run(self.store.settle(hold, 0, {"event_id": "e", "ts": iso(self.now), "kind": "release"}))
 
     @rule(seconds=st.integers(1, 90))
     def time_passes(self, seconds: int) -> None:
         self.now += timedelta(seconds=seconds)
-        expired = self._run(self.store.expire_holds(self.now))
-        # Holds older than the lease are settled at their reserved amount (orphaned).
-        assert expired <= len(self.live)
-        remaining = {r[0] for r in self.store.db.execute("SELECT id FROM holds")}
-        self.live = {h: a for h, a in self.live.items() if h in remaining}
+        due = [h for h, (_, at, _) in self.live.items() if at + timedelta(seconds=LEASE_S) < self.now]
+        # Exactly the holds whose lease ran out are settled, at their reserved amount (orphaned).
+        assert self._run(self.store.expire_holds(self.now)) == len(due)
+        for hold in due:
+            self._close(hold, self.live[hold][0])
 
     @invariant()
-    def within_caps(self) -> None:
+    def store_equals_the_model(self) -> None:
         if not hasattr(self, "store"):
             return
+        assert {r[0] for r in self.store.db.execute("SELECT id FROM holds")} == set(self.live)
         rows = self.store.db.execute("SELECT budget_id, member, settled, reserved FROM counters").fetchall()
-        for budget_id, member, settled, reserved in rows:
+        assert {(b, m): [s, r] for b, m, s, r in rows} == self.counters
+        for key, (settled, reserved) in self.counters.items():
             assert reserved >= 0
-            assert settled + reserved <= CAPS["alice" if budget_id == "alice" else budget_id] + self.overrun
-        live_total = sum(self.live.values())
-        tenant = [r for r in rows if r[0] == "tenant"]
-        assert (tenant[0][3] if tenant else 0) == live_total
+            assert settled + reserved <= self._cap(key[0]) + self.overruns.get(key, 0)
 
     @invariant()
     def ledger_verifies(self) -> None:
