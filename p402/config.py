@@ -23,10 +23,18 @@ from p402.core.scopes import ATTRIBUTION_ID_RE, HEADER_KINDS, SCOPE_KINDS, parse
 from p402.errors import ConfigError
 
 __all__ = ["Config", "KeySpec", "load_config", "parse_config", "parse_budget", "ROLES", "PROVIDER_NAMES",
-           "DEFAULT_STORE", "DEFAULT_HOLD_TTL_S", "DEFAULT_MAX_BODY_BYTES", "CONFIG_KEYS", "default_signing_key"]
+           "PROVIDER_SETTINGS", "DEFAULT_STORE", "DEFAULT_HOLD_TTL_S", "DEFAULT_MAX_BODY_BYTES", "CONFIG_KEYS", "default_signing_key"]
 
 ROLES = ("admin", "finance", "viewer")
 PROVIDER_NAMES = ("simulated", "openai", "anthropic", "gemini", "bedrock", "openrouter")
+_HTTP_SETTINGS = ("api_key", "base_url", "timeout_s", "connect_timeout_s", "max_connections")
+# Each provider's settings (docs/configuration.md): a typo such as `timeout:` is an error, not ignored.
+PROVIDER_SETTINGS: dict[str, tuple[str, ...]] = {
+    "simulated": ("latency_ms", "completion_tokens", "stream_delay_ms"),
+    "openai": _HTTP_SETTINGS, "gemini": _HTTP_SETTINGS, "openrouter": _HTTP_SETTINGS,
+    "anthropic": (*_HTTP_SETTINGS, "anthropic_version", "anthropic_beta"),
+    "bedrock": (*_HTTP_SETTINGS, "profile", "region"),
+}
 DEFAULT_STORE = "sqlite:///./p402.db"
 DEFAULT_HOLD_TTL_S = 900.0  # a hold outlives the longest upstream call (timeout_s) by a margin
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -299,6 +307,7 @@ def _providers(ctx: _Ctx, raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
         if name not in PROVIDER_NAMES:
             raise ctx.fail(f"providers.{name}", f"unknown provider; expected one of {', '.join(PROVIDER_NAMES)}")
         _typed(ctx, f"providers.{name}", settings if settings is not None else {}, dict, "a mapping of settings")
+        _only(ctx, f"providers.{name}", settings or {}, PROVIDER_SETTINGS[name])
     return {k: dict(v or {}) for k, v in providers.items()}
 
 

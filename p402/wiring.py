@@ -29,6 +29,7 @@ from p402.pipeline.records import iso
 from p402.pipeline.tokens import warm
 from p402.prove.checkpoints import Checkpointer, FileSealLock
 from p402.prove.signing import Signer
+from p402.providers import registry
 from p402.providers.prices import catalog_tiers
 
 __all__ = ["Runtime", "open_store", "build_runtime", "priced_models", "EXPIRY_INTERVAL_S"]
@@ -54,12 +55,7 @@ async def open_store(url: str) -> Any:
 
 
 def build_providers(config: Config) -> dict[str, Provider]:
-    try:
-        from p402.providers.registry import build_providers as build
-    except ImportError:  # the registry arrives with the real adapters; the simulated one needs none
-        from p402.providers.simulated import SimulatedProvider
-        return {n: SimulatedProvider(s) for n, s in config.providers.items() if n == "simulated"}
-    return build(config.providers)
+    return registry.build_providers(config.providers)
 
 
 def priced_models(config: Config) -> Config:

@@ -29,6 +29,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise CliError("--workers must be at least 1", 2)
     config = load_config(args.config)
+    _preflight(config)
     import uvicorn
     if args.workers == 1:
         from p402.web.app import GatewayApp
@@ -53,6 +54,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 loop="uvloop", http="httptools", log_level="warning", access_log=False, lifespan="on",
                 timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
     return 0
+
+
+def _preflight(config: Config) -> None:
+    """Fail before uvicorn starts on what the server would fail on at start-up (a provider
+    setting, an unreachable store): one `p402:` line and the CLI's exit code, not uvicorn's."""
+    from p402.wiring import build_providers, open_store
+
+    async def check() -> None:
+        for provider in build_providers(config).values():
+            await provider.close()
+        store = await open_store(config.store)
+        await store.close()
+    asyncio.run(check())
 
 
 async def run_server(app: Any, host: str, port: int) -> tuple[Any, asyncio.Task[Any]]:

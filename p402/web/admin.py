@@ -12,7 +12,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Route
 
-from p402.web.admin_http import ApiError, endpoint, json_response, role_of
+from p402.web.admin_http import ApiError, endpoint, http_error, json_response, role_of
 from p402.web.admin_ledger import MAX_EVENTS_PAGE, LedgerRoutes
 from p402.web.admin_policy import PolicyRoutes
 from p402.web.openapi import openapi_document
@@ -49,4 +49,4 @@ def admin_app(runtime: Any) -> Starlette:
         route("/ledger/consistency", "GET", None, l.consistent),
         route("/ledger/export", "GET", None, l.export),
         route("/openapi.json", "GET", None, openapi),
-    ])
+    ], exception_handlers={404: http_error, 405: http_error})

@@ -36,6 +36,14 @@ def _error(e: ApiError) -> Response:
                          e.status)
 
 
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no such route, wrong method) in the API's JSON error envelope."""
+    status = getattr(exc, "status_code", 500)
+    if status == 405:
+        return _error(ApiError(405, f"{request.method} is not allowed on {request.url.path}", "method_not_allowed"))
+    return _error(ApiError(status, f"no admin route {request.url.path}", "not_found"))
+
+
 def role_of(runtime: Any, request: Request, allow_query: bool = False) -> str:
     """The caller's role, from `Authorization: Bearer <admin token>` (constant-time compare).
 

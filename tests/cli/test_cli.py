@@ -300,7 +300,12 @@ def _mistakes(tmp: Path) -> list[tuple[list[str], int, str]]:
     not_text.write_bytes(b"\xff\xfestore: x\n")
     huge_cap = write_config(tmp, org(tmp, [{"id": "a", "scope": "tenant:acme", "cap_usd": "1e999999999",
                                             "period": "month"}]), "huge.yaml")
+    bad_provider = org(tmp)
+    bad_provider["providers"] = {**bad_provider["providers"], "openai": {"timeout_s": -1}}
+    bad_provider_file = write_config(tmp, bad_provider, "bad-provider.yaml")
     return [
+        (["serve", "--config", str(bad_provider_file), "--port", "1"], 2,
+         "p402: providers.openai.timeout_s: expected a positive number of seconds, got -1"),
         (["frobnicate"], 2, "p402: error: argument COMMAND: invalid choice: 'frobnicate'"),
         (["keys", "list", "--bogus"], 2, "p402: error: unrecognized arguments: --bogus"),
         (["apply"], 2, "p402 apply: error: the following arguments are required: -f/--file"),

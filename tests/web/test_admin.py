@@ -73,6 +73,11 @@ def test_every_route_needs_a_known_admin_token(tmp_path: Path) -> None:
         assert call(gw, "GET", f"/budgets?token={ADMIN_TOKEN}", token=None)[0] == 401
         assert call(gw, "POST", "/budgets", token=None, body=ENG_BUDGET)[0] == 401
         assert call(gw, "GET", "/budgets/eng-month")[0] == 404  # nothing was created
+        # Routes and methods that do not exist answer in the same JSON envelope as everything else.
+        status, body = call(gw, "GET", "/no-such-route")
+        assert (status, body["error"]["code"]) == (404, "not_found") and "/no-such-route" in body["error"]["message"]
+        status, body = call(gw, "PUT", "/budgets")
+        assert (status, body["error"]["code"]) == (405, "method_not_allowed")
 
 
 def test_viewer_reads_finance_changes_budgets_admin_changes_keys(tmp_path: Path) -> None:
