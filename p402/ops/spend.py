@@ -33,13 +33,19 @@ async def spend_report(store: Any, policy: Policy, group_by: str, period: str, n
     elapsed_s = max((now - window.start).total_seconds(), 1.0)
     for g in groups:
         cost, requests, denied = settled.get(g, (0, 0, 0))
+        b = budgets.get(g)
+        counted: tuple[int, int] | None = None
+        if b is not None:
+            # The budget's own counter is exact for this very window (an hour, a local-time
+            # day): it is the settled figure; the daily rollups are the fallback.
+            counters = await store.balances([CounterKey(b.id, "", window.key)])
+            counted = next(iter(counters.values()))
+            cost = counted[0]
         row: dict[str, Any] = {group_by: g or None, "settled_usd": format_usd(cost, 4),
                                "reserved_usd": format_usd(reserved.get(g, 0), 4), "requests": requests,
                                "denied": denied, "burn_usd_per_hour": format_usd(int(cost * 3600 // elapsed_s), 4)}
-        b = budgets.get(g)
-        if b is not None:
-            counters = await store.balances([CounterKey(b.id, "", window.key)])
-            c_settled, c_reserved = next(iter(counters.values()))
+        if b is not None and counted is not None:
+            c_settled, c_reserved = counted
             cap = policy.cap_of(b, now)
             remaining = max(cap - c_settled - c_reserved, 0)
             row.update({"budget_id": b.id, "cap_usd": format_usd(cap), "remaining_usd": format_usd(remaining, 4),

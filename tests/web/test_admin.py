@@ -366,3 +366,17 @@ def test_openapi_lists_exactly_the_routes_the_admin_app_serves(tmp_path: Path) -
                 assert op["summary"] and op["security"] == [{"bearer": []}]
                 assert [p["name"] for p in op.get("parameters", [])] == [
                     s.strip("{}") for s in path.split("/") if s.startswith("{")]
+
+
+def test_an_hourly_spend_report_is_exact_for_a_department_with_an_hourly_budget(tmp_path: Path) -> None:
+    budgets = [{"id": "eng-hour", "scope": "department:eng", "cap_usd": "100", "period": "hour"}]
+    with gateway(config_of(org(tmp_path, budgets))) as gw:
+        paid = Decimal(ask(gw, "alice", max_tokens=5).headers["X-P402-Cost-Usd"])
+        # Earlier today, before this hour began, eng spent $7 more (as the daily rollup keeps it).
+        day = int(gw.runtime.clock().timestamp()) // 86400
+        with sqlite3.connect(gw.db_path) as db:
+            db.execute("UPDATE spend SET cost = cost + 7000000000 WHERE day=? AND department='eng'", (day,))
+        rows = {r["department"]: r for r in call(gw, "GET", "/spend?group_by=department&period=hour")[1]["data"]}
+        eng = rows["eng"]
+        assert Decimal(eng["settled_usd"]) == paid  # this hour's, not the whole day's
+        assert Decimal(eng["remaining_usd"]) == Decimal("100") - paid and eng["budget_id"] == "eng-hour"
