@@ -23,12 +23,11 @@ from p402.core.money import format_usd
 from p402.core.policy import ModelSpec, Policy
 from p402.errors import StoreUnavailable, UpstreamError
 from p402.pipeline.auth import AttributionError, KeyRing, attribute
-from p402.pipeline.ports import BudgetStore, Call, Provider, Reply, Usage, aclose
+from p402.pipeline.ports import BudgetStore, Call, KeyRecord, Provider, Reply, Usage, aclose
 from p402.pipeline.records import binding_view, decision_entry, iso, settlement_entry
 from p402.pipeline.tokens import chat_input_bound, embeddings_input_bound, messages_input_bound
 
-__all__ = ["Inbound", "Refusal", "Admitted", "Gateway", "Telemetry", "Spool", "PolicySource", "settle_hold",
-           "unauthorized", "unavailable"]
+__all__ = ["Inbound", "Refusal", "Admitted", "Gateway", "Telemetry", "Spool", "PolicySource", "settle_hold"]
 
 _BOUNDS = {"chat": chat_input_bound, "messages": messages_input_bound, "embeddings": embeddings_input_bound}
 
@@ -59,6 +58,7 @@ class Inbound:
     headers: Mapping[str, str]  # attribution kinds -> header values
     mandate: str | None = None
     started: float = field(default_factory=time.perf_counter)
+    key: KeyRecord | None = None  # already authenticated by the edge (else `handle` does it)
 
 
 @dataclass(slots=True)
@@ -102,20 +102,24 @@ class Gateway:
         self.store, self.providers, self.policies, self.keys = store, providers, policies, keys
         self.telemetry, self.spool, self.clock, self.hold_ttl_s = telemetry, spool, clock, hold_ttl_s
 
-    async def handle(self, req: Inbound) -> Refusal | Admitted:
+    async def authenticate(self, secret: str | None, route: str) -> KeyRecord | Refusal:
+        """The caller's key, or the refusal: 401, or 503 when the store cannot be asked (fail
+        closed; the refusal is spooled for the ledger). The edge calls this before it reads a body."""
         try:
-            key = await self.keys.authenticate(req.secret)
+            key = await self.keys.authenticate(secret)
         except StoreUnavailable as exc:
-            # Not even the key could be looked up: refuse (fail closed) and keep the refusal.
             now = self.clock()
             event_id = new_id("evt", now)
             self.spool.add("record", {"event_id": event_id, "ts": iso(now), "kind": "decision", "outcome": "deny",
-                                      "route": req.route, "model": req.body.get("model"), "deny_code": None,
-                                      "error": "POLICY_UNAVAILABLE",
+                                      "route": route, "deny_code": None, "error": "POLICY_UNAVAILABLE",
                                       "reason": f"policy store unavailable while looking up the key: {exc}"})
-            return unavailable(event_id)
-        if key is None:
-            return unauthorized()
+            return _unavailable(event_id)
+        return key if key is not None else _unauthorized()
+
+    async def handle(self, req: Inbound) -> Refusal | Admitted:
+        key = req.key if req.key is not None else await self.authenticate(req.secret, req.route)
+        if isinstance(key, Refusal):
+            return key
         try:
             # OpenAI's `user` (chat and embeddings) names the customer; Anthropic's request has no such field.
             who = attribute(key, req.headers, req.body.get("user") if req.route != "messages" else None)
@@ -164,7 +168,7 @@ class Gateway:
             self.spool.add("record", {**decision_entry(event_id, now, ask, req.route, Decision(
                 allowed=False, reason=f"policy store unavailable: {exc}", deny_code=None), policy.version),
                 "outcome": "deny", "deny_code": None, "error": "POLICY_UNAVAILABLE"})
-            return unavailable(event_id)
+            return _unavailable(event_id)
         self.telemetry.decision("allow" if decision.allowed else "deny", decision.deny_code, time.perf_counter() - t0)
         if not decision.allowed:
             return _denial(event_id, decision, now)
@@ -282,17 +286,15 @@ class Gateway:
         return headers
 
 
-def unauthorized() -> Refusal:
+def _unauthorized() -> Refusal:
     return Refusal(401, "invalid_api_key", "missing, unknown or revoked API key", error_type="authentication_error")
 
 
-def unavailable(event_id: str | None) -> Refusal:
+def _unavailable(event_id: str) -> Refusal:
     """The fail-closed answer when the store cannot be reached (SPEC §2.7)."""
-    headers = [("Retry-After", "5")]
-    if event_id is not None:
-        headers.insert(0, ("X-P402-Event-Id", event_id))
     return Refusal(503, "POLICY_UNAVAILABLE", "the budget store cannot be reached; the request was refused "
-                                              "(p402 fails closed)", error_type="p402_unavailable", headers=headers)
+                                              "(p402 fails closed)", error_type="p402_unavailable",
+                   headers=[("X-P402-Event-Id", event_id), ("Retry-After", "5")])
 
 
 async def settle_hold(store: BudgetStore, hold_id: str, cost_nanos: int, entry: dict[str, Any]) -> None:

@@ -17,8 +17,7 @@ import orjson
 from p402.core.money import format_usd
 from p402.core.policy import Policy
 from p402.core.scopes import HEADER_KINDS, Attribution
-from p402.errors import StoreUnavailable
-from p402.pipeline.gateway import Admitted, Gateway, Inbound, Refusal, unauthorized, unavailable
+from p402.pipeline.gateway import Admitted, Gateway, Inbound, Refusal
 from p402.web.envelopes import anthropic_error, openai_error
 
 __all__ = ["ClientRoutes", "ROUTES"]
@@ -109,6 +108,13 @@ class ClientRoutes:
             return
         started = time.perf_counter()
         headers = _headers(scope)
+        # Who is asking comes first, as at any API gateway: an unknown key learns nothing about
+        # the body's shape, and costs no parsing.
+        key = await self.gateway.authenticate(_secret(headers), route)
+        if isinstance(key, Refusal):
+            await self._refuse(send, anthropic, key)
+            self.count(route, key.status)
+            return
         try:
             raw = await _read_body(receive, self.max_body_bytes)
             try:
@@ -126,7 +132,7 @@ class ClientRoutes:
             return
         inbound = Inbound(route, body, _secret(headers), {k: headers[h] for h, k in _ATTRIBUTION_HEADERS.items()
                                                           if h in headers},
-                          mandate, started)
+                          mandate, started, key)
         outcome = await self.gateway.handle(inbound)
         if isinstance(outcome, Refusal):
             await self._refuse(send, anthropic, outcome)
@@ -184,13 +190,9 @@ class ClientRoutes:
 
     async def _models(self, scope: Scope, send: Send) -> None:
         headers = _headers(scope)
-        try:
-            key = await self.gateway.keys.authenticate(_secret(headers))
-        except StoreUnavailable:
-            await self._refuse(send, False, unavailable(None))
-            return
-        if key is None:
-            await self._refuse(send, False, unauthorized())
+        key = await self.gateway.authenticate(_secret(headers), "models")
+        if isinstance(key, Refusal):
+            await self._refuse(send, False, key)
             return
         policy = self.policy()
         who = Attribution(tenant=key.tenant, key=key.id, department=key.department, employee=key.employee,

@@ -309,3 +309,20 @@ def test_a_mandate_header_that_is_not_a_digest_is_refused_naming_the_header(tmp_
         reply = gw.openai("alice").chat.completions.create(model="gpt-4o-mini", messages=PROMPT,
                                                            extra_body={"stream": None})
         assert reply.choices[0].message.content
+
+
+def test_the_key_is_checked_before_the_body(tmp_path: Path) -> None:
+    """As at any API gateway: without a valid key, a malformed body is still a 401, never parsed."""
+    import urllib.error
+    import urllib.request
+    with gateway(config_of(org(tmp_path))) as gw:
+        for secret in (None, "sk-not-a-key"):
+            headers = {"Content-Type": "application/json"}
+            if secret:
+                headers["Authorization"] = f"Bearer {secret}"
+            for path in ("/v1/chat/completions", "/v1/embeddings", "/v1/messages"):
+                req = urllib.request.Request(gw.base + path, data=b"{not json", method="POST", headers=headers)
+                with pytest.raises(urllib.error.HTTPError) as err:
+                    urllib.request.urlopen(req)
+                err.value.close()
+                assert err.value.code == 401, (secret, path)
