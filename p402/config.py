@@ -19,7 +19,7 @@ import yaml
 from p402.core.money import MoneyError, parse_usd
 from p402.core.periods import PERIODS
 from p402.core.policy import Budget, ModelSpec, Price, Rule
-from p402.core.scopes import ATTRIBUTION_ID_RE, HEADER_KINDS, SCOPE_KINDS, parse_scope
+from p402.core.scopes import ADDRESS_RE, ATTRIBUTION_ID_RE, HEADER_KINDS, SCOPE_KINDS, parse_scope
 from p402.errors import ConfigError
 
 __all__ = ["Config", "KeySpec", "load_config", "parse_config", "parse_budget", "ROLES", "PROVIDER_NAMES",
@@ -148,6 +148,24 @@ def _only(ctx: _Ctx, path: str, item: dict[str, Any], allowed: tuple[str, ...]) 
             raise ctx.fail(f"{path}.{k}", f"unknown key; expected one of {', '.join(allowed)}")
 
 
+def _owner(ctx: _Ctx, path: str, value: Any) -> str:
+    """An owner is the Ethereum address they sign mandates with (or none)."""
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, str) or not ADDRESS_RE.fullmatch(value):
+        raise ctx.fail(path, f"{value!r} is not an owner address (0x and 40 hex digits, from `p402 identity new`)")
+    return value
+
+
+def _names(ctx: _Ctx, path: str, value: Any) -> list[str]:
+    """A list of category names (strings)."""
+    _typed(ctx, path, value, list, "a list of category names")
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not item:
+            raise ctx.fail(f"{path}[{i}]", f"{item!r} is not a category name")
+    return list(value)
+
+
 def _list_of_dicts(ctx: _Ctx, raw: dict[str, Any], name: str) -> list[dict[str, Any]]:
     value = raw.get(name) or []
     _typed(ctx, name, value, list, "a list")
@@ -185,14 +203,13 @@ def parse_budget(item: dict[str, Any], path: str, ctx: _Ctx | None = None, owner
         raise ctx.fail(f"{path}.per", "a request-period budget caps each request alone; per makes no sense with it")
     cats = item.get("categories")
     if cats is not None:
-        _typed(ctx, f"{path}.categories", cats, list, "a list of category names")
-        cats = frozenset(str(c) for c in cats)
+        cats = frozenset(_names(ctx, f"{path}.categories", cats))
     mode = item.get("mode", "enforce")
     if mode not in ("enforce", "shadow"):
         raise ctx.fail(f"{path}.mode", f"{mode!r} is not enforce or shadow")
     requires = item.get("requires_mandate", False)
     _typed(ctx, f"{path}.requires_mandate", requires, bool, "true or false")
-    owner = item.get("owner") or (owners or {}).get(str(scope), "")
+    owner = _owner(ctx, f"{path}.owner", item.get("owner")) or (owners or {}).get(str(scope), "")
     return Budget(id=ident, scope=scope, cap_nanos=_money(ctx, f"{path}.cap_usd", item["cap_usd"]), period=period,
                   per=per, categories=cats, mode=mode, requires_mandate=requires, owner=str(owner))
 
@@ -224,9 +241,9 @@ def _model(ctx: _Ctx, path: str, item: dict[str, Any], providers: dict[str, Any]
         raise ctx.fail(f"{path}.tokenizer", f"{tokenizer!r} is not o200k_base, cl100k_base or bytes")
     fallbacks = item.get("fallbacks") or []
     _typed(ctx, f"{path}.fallbacks", fallbacks, list, "a list of model names")
-    cats = _typed(ctx, f"{path}.categories", item.get("categories") or [], list, "a list of category names")
+    cats = _names(ctx, f"{path}.categories", item.get("categories") or [])
     return ModelSpec(name=name, provider=str(provider), upstream=str(item.get("upstream") or name),
-                     categories=frozenset(str(c) for c in cats), price=price, max_output_tokens=limit,
+                     categories=frozenset(cats), price=price, max_output_tokens=limit,
                      fallbacks=tuple(str(f) for f in fallbacks), tokenizer=tokenizer)
 
 
@@ -351,7 +368,8 @@ def _key(ctx: _Ctx, path: str, k: dict[str, Any], departments: dict[str, Any], e
 
 
 def _budgets(ctx: _Ctx, raw: dict[str, Any], departments: dict[str, Any]) -> tuple[Budget, ...]:
-    owners = {f"department:{d}": str(v.get("owner") or "") for d, v in departments.items()}
+    owners = {f"department:{d}": _owner(ctx, f"departments[{i}].owner", v.get("owner"))
+              for i, (d, v) in enumerate(departments.items())}
     budgets = tuple(parse_budget(b, f"budgets[{i}]", ctx, owners) for i, b in enumerate(_list_of_dicts(ctx, raw, "budgets")))
     ids = [b.id for b in budgets]
     for i, b in enumerate(budgets):

@@ -10,12 +10,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["SCOPE_KINDS", "HEADER_KINDS", "Scope", "Attribution", "ATTRIBUTION_ID_RE", "parse_scope"]
+__all__ = ["SCOPE_KINDS", "HEADER_KINDS", "Scope", "Attribution", "ATTRIBUTION_ID_RE", "ADDRESS_RE", "parse_scope"]
 
 SCOPE_KINDS = ("tenant", "department", "employee", "customer", "project", "feature", "workflow", "key")
 # The kinds a request may add through X-P402-* headers (SPEC §4).
 HEADER_KINDS = ("customer", "project", "feature", "workflow")
 ATTRIBUTION_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# An owner's identity: an Ethereum address (ERC-8004), as budget owners sign with.
+ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from eth_account import Account
 
+from p402.core.scopes import ADDRESS_RE
 from p402.errors import ConfigError
 from p402.mandates.eip712 import DEFAULT_CHAIN_ID, SECP256K1_N
 
@@ -42,7 +43,7 @@ __all__ = [
 
 REGISTRATION_TYPE = "https://eips.ethereum.org/EIPS/eip-8004#registration-v1"
 KEY_FILE_KIND = "p402-identity-key"
-_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+_ADDRESS = ADDRESS_RE
 _PRIVATE_KEY = re.compile(r"(0x)?[0-9a-fA-F]{64}")
 # Key derivation work for password-protected key files: eth-account's default
 # (scrypt, n=2**18) takes about a second, which is right for a key that raises budgets.

@@ -93,8 +93,20 @@ def endpoint(runtime: Any, area: str | None, fn: Handler) -> Callable[[Request],
     return handle
 
 
+# Admin payloads are budgets, keys and signed documents: a few KB. Anything far larger is refused
+# before it is read whole.
+MAX_ADMIN_BODY_BYTES = 1024 * 1024
+
+
 async def body_of(request: Request) -> dict[str, Any]:
-    raw = await request.body()
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_ADMIN_BODY_BYTES:
+            raise ApiError(413, f"the body exceeds {MAX_ADMIN_BODY_BYTES} bytes", "request_too_large")
+        parts.append(chunk)
+    raw = b"".join(parts)
     try:
         data = orjson.loads(raw or b"{}")
     except orjson.JSONDecodeError as exc:

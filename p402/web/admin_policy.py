@@ -143,8 +143,9 @@ class PolicyRoutes:
         await self.runtime.refresh_policy()
         return {"id": ident, "revoked": True}
 
-    async def take(self, request: Request, role: str, kind: str) -> Any:
-        document = await body_of(request)
+    async def take(self, request: Request, role: str, kind: str, document: dict[str, Any] | None = None) -> Any:
+        if document is None:
+            document = await body_of(request)
         try:
             accepted = await submit_document(self.store, self.runtime.policies.current, document, kind, f"admin:{role}",
                                              self.runtime.clock())
@@ -168,4 +169,4 @@ class PolicyRoutes:
         if not isinstance(named, str) or named.lower() != digest:
             raise ApiError(400, f"proof.message.mandate must name the mandate in the path ({digest})",
                            "invalid_request", "proof.message.mandate")
-        return await self.take(request, role, "revocation")
+        return await self.take(request, role, "revocation", document)

@@ -78,6 +78,8 @@ def test_every_route_needs_a_known_admin_token(tmp_path: Path) -> None:
         assert (status, body["error"]["code"]) == (404, "not_found") and "/no-such-route" in body["error"]["message"]
         status, body = call(gw, "PUT", "/budgets")
         assert (status, body["error"]["code"]) == (405, "method_not_allowed")
+        status, body = call(gw, "POST", "/budgets", raw=b'{"id": "' + b"x" * 2_000_000 + b'"}')
+        assert (status, body["error"]["code"]) == (413, "request_too_large")
 
 
 def test_viewer_reads_finance_changes_budgets_admin_changes_keys(tmp_path: Path) -> None:
