@@ -103,6 +103,10 @@ class PolicyRoutes:
 
     async def create_key(self, request: Request, role: str) -> Any:
         data = await body_of(request)
+        unknown = sorted(set(data) - {"id", "employee", "department", "workflow"})
+        if unknown:
+            raise ApiError(400, f"{unknown[0]}: unknown field; a key takes id and one of employee, department, "
+                                f"workflow", "invalid_request", unknown[0])
         owners = [o for o in ("employee", "department", "workflow") if o in data]
         if len(owners) != 1:
             raise ApiError(400, "name exactly one owner: employee, department or workflow", "invalid_request", "employee")
@@ -116,7 +120,7 @@ class PolicyRoutes:
         if kind == "department" and owner not in await self.store.objects("department"):
             raise ApiError(400, f"department: {owner!r} is not a known department", "invalid_request", "department")
         now = self.runtime.clock()
-        ident = data.get("id") or new_id("key", now).lower()
+        ident = data["id"] if data.get("id") is not None else new_id("key", now).lower()
         if not isinstance(ident, str) or not ATTRIBUTION_ID_RE.fullmatch(ident):
             raise ApiError(400, "id: must match [A-Za-z0-9._:-]{1,128}", "invalid_request", "id")
         if any(k.id == ident for k in await self.store.list_keys()):

@@ -250,6 +250,9 @@ BAD_KEYS = [  # (payload, status, the field error.param names)
     ({"employee": "bob bob"}, 400, "employee"),
     ({"employee": "bob", "id": "has space"}, 400, "id"),
     ({"employee": "bob", "id": "k-alice"}, 409, "id"),
+    ({"employee": "bob", "id": ""}, 400, "id"),  # not silently replaced by a generated id
+    ({"employee": "bob", "id": 0}, 400, "id"),
+    ({"employee": "bob", "secret": "sk-mine"}, 400, "secret"),  # secrets are made by the gateway, never sent
 ]
 
 

@@ -48,7 +48,8 @@ def test_admit_settles_the_exact_cost_and_reports_it_in_headers(tmp_path: Path) 
         assert raw.headers["X-P402-Max-Tokens"] == "4096"
         assert usd(raw.headers["X-P402-Estimate-Usd"]) >= expected
         assert float(raw.headers["X-P402-Overhead-Ms"]) >= 0
-        assert usd(raw.headers["X-P402-Budget-Remaining-Usd"]) <= Decimal("1000")
+        # The only budget is acme's $1000 month, and this is its first request: after the reservation.
+        assert usd(raw.headers["X-P402-Budget-Remaining-Usd"]) == Decimal("1000") - usd(raw.headers["X-P402-Estimate-Usd"])
         event_id = raw.headers["X-P402-Event-Id"]
         rows = [r for r in ledger(gw.db_path) if r.get("event_id") == event_id]
         assert [r["kind"] for r in rows] == ["decision", "settle"]
@@ -120,6 +121,13 @@ def test_gateway_sets_the_largest_affordable_max_tokens(tmp_path: Path) -> None:
         granted = int(raw.headers["X-P402-Max-Tokens"])
         assert 0 < granted < 4096
         assert usd(raw.headers["X-P402-Estimate-Usd"]) <= Decimal("0.0001")
+    # The largest: on a fresh budget the same request fits with max_tokens=granted, not granted + 1.
+    (tmp_path / "again").mkdir()
+    with gateway(config_of(org(tmp_path / "again", budgets))) as gw:
+        with pytest.raises(openai.APIStatusError) as err:
+            gw.openai().chat.completions.create(model="gpt-4o-mini", messages=PROMPT, max_tokens=granted + 1)
+        assert err.value.status_code == 402 and err.value.body["p402"]["recovery"]["max_tokens"] == granted
+        assert gw.openai().chat.completions.create(model="gpt-4o-mini", messages=PROMPT, max_tokens=granted).choices
 
 
 def test_category_attribution_price_denials_and_their_precedence(tmp_path: Path) -> None:
