@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from p402.cli.main import CliError
-from p402.config import Config, load_config, parse_config
+from p402.config import Config, default_signing_key, load_config, parse_config
 from p402.core.ids import new_id
 from p402.core.periods import PERIODS
 from p402.core.scopes import ATTRIBUTION_ID_RE
@@ -28,7 +28,12 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if getattr(args, "store", None):
         path = Path(args.config)
         base = load_config(path) if path.exists() else parse_config({}, "(no config)")
-        return replace(base, store=args.store)
+        # The ledger key lives beside its store unless the config names one: `--store` moves both,
+        # so `ledger verify --store X` checks X's checkpoints against X's key.
+        key = base.signing_key
+        if key == default_signing_key(base.store):
+            key = default_signing_key(args.store)
+        return replace(base, store=args.store, signing_key=key)
     return load_config(args.config)
 
 

@@ -24,7 +24,7 @@ import yaml
 
 from p402.cli.main import main
 from p402.core.ledger import chain_hash
-from tests.gatewaykit import config_of, free_port, gateway, org
+from tests.gatewaykit import config_of, free_port, gateway, org, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 PROMPT = [{"role": "user", "content": "Summarise the quarterly cloud bill in one line."}]
@@ -364,3 +364,21 @@ def test_paths_and_keys_the_user_got_wrong_are_one_line_not_a_traceback(tmp_path
     assert code == 2 and one_line(err) == f"p402: No such file or directory: {tmp_path / 'no-such-dir' / 'owner.json'}"
     code, _, err = p402(capsys, "ledger", "verify", "--key", "zz", "--store", f"sqlite:///{tmp_path / 'p402.db'}")
     assert code == 2 and one_line(err) == "p402: --key zz: not an Ed25519 public key (hex, or a PEM file)"
+
+
+def test_ledger_verify_with_a_store_url_checks_that_stores_own_checkpoint_key(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    with gateway(config_of(org(a, ledger={"checkpoint_max_events": 1}))) as gw:
+        gw.openai("carol").chat.completions.create(model="gpt-4o-mini", messages=PROMPT)
+        wait_until(lambda: any(r["kind"] == "checkpoint" for r in ledger(a)), 10)
+    # Another organisation's config, and its own checkpoint key, are in the working directory.
+    from p402.prove.signing import Signer
+    write_config(b, org(b))
+    assert p402(capsys, "apply", "-f", str(b / "p402.yaml"))[0] == 0
+    Signer.load_or_create(b / "p402.ledger-key.pem")
+    monkeypatch.chdir(b)
+    code, out, err = p402(capsys, "ledger", "verify", "--store", f"sqlite:///{a / 'p402.db'}")
+    assert (code, err) == (0, "") and re.match(r"ledger intact: \d+ rows, [1-9]\d* signed checkpoints", out), (out, err)
