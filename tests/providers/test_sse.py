@@ -29,7 +29,7 @@ def test_events_decode_the_same_whatever_the_chunk_boundaries(size: int) -> None
 
 def test_an_event_larger_than_the_bound_is_refused() -> None:
     decoder = SSEDecoder(max_event_bytes=64)
-    with pytest.raises(SSEError):
+    with pytest.raises(SSEError, match="larger than 64 bytes"):
         decoder.feed(b"data: " + b"x" * 100)
 
 

@@ -221,3 +221,22 @@ def test_a_denied_request_never_reaches_any_provider(tmp_path: Path, fakes: dict
         assert {name: len(s.requests) for name, s in fakes["servers"].items()} == {
             "openai": 0, "anthropic": 0, "gemini": 0, "bedrock": 0, "openrouter": 0}
         assert len(rows(tmp_path, "decision")) == 10 and not rows(tmp_path, "settle")
+
+
+def test_a_provider_billing_more_than_the_estimate_is_settled_in_full_and_flagged_overrun(
+        tmp_path: Path, fakes: dict[str, Any]) -> None:
+    """SPEC §2.4: the actual cost is what is settled, even above the reservation, and the ledger says so."""
+    fake = fakes["servers"]["openai"]
+    fake.prompt_tokens = 50_000  # the provider bills a prompt far larger than the one we bounded
+    with provider_gateway(tmp_path, fakes["servers"]) as gw:
+        raw = gw.openai("carol").chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=PROMPT,
+                                                                            max_tokens=16)
+        estimate = Decimal(raw.headers["X-P402-Estimate-Usd"])
+        cost = Decimal(raw.headers["X-P402-Cost-Usd"])
+        settle = rows(tmp_path, "settle")[0]
+        assert cost == expected_cost("openai", "gpt-4o-mini", settle) > estimate
+        assert settle["flags"] == ["overrun"] and Decimal(settle["overrun_usd"]) == cost - estimate
+        assert reserved(tmp_path) == 0
+        with sqlite3.connect(tmp_path / "p402.db") as db:
+            settled = {b: s for b, s in db.execute("SELECT budget_id, settled FROM counters")}
+        assert settled and all(Decimal(s) / 10**9 == cost for s in settled.values())
