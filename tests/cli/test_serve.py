@@ -37,7 +37,9 @@ def test_worker_processes_share_the_store_and_the_caps(tmp_path: Path) -> None:
                 break
             except OSError:
                 time.sleep(0.1)
-        time.sleep(1.0)  # both workers up
+        while time.time() < deadline and len(_children(proc.pid)) < 2:  # both workers up, not just the first
+            time.sleep(0.1)
+        assert len(_children(proc.pid)) >= 2, "p402 serve --workers 2 did not start two worker processes"
         statuses = asyncio.run(_race(f"http://127.0.0.1:{port}", 60))
     finally:
         proc.send_signal(signal.SIGINT)
@@ -58,3 +60,19 @@ async def _race(base: str, n: int) -> list[int]:
                 await r.read()
                 return r.status
         return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+
+def _children(pid: int) -> list[int]:
+    """uvicorn's worker processes: live children of `pid` started by multiprocessing's spawn
+    (not its resource tracker)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and fields[0] != "Z" and b"spawn_main" in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+    return found
