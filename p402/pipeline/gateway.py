@@ -183,7 +183,6 @@ class Gateway:
         return await self.store.reserve(plan, decide, entry, self.hold_ttl_s, now)
 
     async def _forward(self, req: Inbound, provider: Provider, a: _Attempt) -> Admitted | UpstreamError:
-        overhead = time.perf_counter() - req.started
         try:
             # Everything between the reservation and the provider's answer sits in this
             # try, so whatever fails there releases the hold instead of leaving it to expire.
@@ -204,7 +203,8 @@ class Gateway:
             overhead = time.perf_counter() - req.started - provider_s
             headers.append(("X-P402-Overhead-Ms", f"{overhead * 1000:.3f}"))
             return Admitted(reply, headers)
-        headers.append(("X-P402-Overhead-Ms", f"{overhead * 1000:.3f}"))
+        # A stream's overhead is everything before the provider was called (its end is the provider's).
+        headers.append(("X-P402-Overhead-Ms", f"{(t_provider - req.started) * 1000:.3f}"))
         started: list[bool] = []
         closed: list[bool] = []
         relay = self._relay(a, reply, req.route, started)

@@ -30,6 +30,9 @@ ROUTES = {b"/v1/chat/completions": "chat", b"/v1/embeddings": "embeddings", b"/v
 _PATHS = {k.decode(): v for k, v in ROUTES.items()}
 _ATTRIBUTION_HEADERS = {f"x-p402-{k}".encode(): k for k in HEADER_KINDS}
 _DIGEST = re.compile(r"0[xX][0-9a-fA-F]{64}")
+# A client that announced a body and does not send it (a stalled or hostile one) holds a
+# connection only this long.
+BODY_TIMEOUT_S = 30.0
 MAX_CHOICES = 128  # OpenAI's own limit on `n`
 # More output tokens than any model writes in one answer; a bound on what one request can reserve.
 MAX_OUTPUT_TOKENS = 1_000_000
@@ -221,6 +224,15 @@ def _secret(headers: Mapping[bytes, str]) -> str | None:
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            return await _read_whole_body(receive, limit)
+    except TimeoutError:
+        raise BadRequest(408, f"the request body did not arrive within {BODY_TIMEOUT_S:g} s",
+                         code="request_timeout") from None
+
+
+async def _read_whole_body(receive: Receive, limit: int) -> bytes:
     parts, size = [], 0
     while True:
         msg = await receive()

@@ -334,3 +334,19 @@ def test_the_key_is_checked_before_the_body(tmp_path: Path) -> None:
                     urllib.request.urlopen(req)
                 err.value.close()
                 assert err.value.code == 401, (secret, path)
+
+
+def test_a_body_that_never_arrives_is_a_408_not_a_connection_held_forever(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from p402.web import client
+    monkeypatch.setattr(client, "BODY_TIMEOUT_S", 0.5)
+    with gateway(config_of(org(tmp_path))) as gw:
+        host, port = gw.base.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: p402\r\nContent-Type: application/json\r\n"
+                      b"Authorization: Bearer " + SECRETS["alice"].encode() + b"\r\nContent-Length: 100\r\n\r\n"
+                      b'{"model": ')  # ...and nothing more
+            answer = s.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer
