@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
+import uuid
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +67,25 @@ def org(tmp: Path, budgets: list[dict[str, Any]] | None = None, policies: list[d
     }
     raw.update(extra)
     return raw
+
+
+PG_URL = os.environ.get("P402_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@contextlib.contextmanager
+def pg_database(prefix: str = "p402_test") -> Iterator[str]:
+    """A PostgreSQL database of its own for one test (the server at PG_URL), dropped afterwards; yields its URL."""
+    import psycopg
+    from psycopg import sql
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield PG_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def config_of(raw: dict[str, Any]) -> Config:

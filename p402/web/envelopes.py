@@ -16,10 +16,9 @@ __all__ = ["openai_error", "anthropic_error", "ANTHROPIC_TYPES"]
 
 # Anthropic's error type for each HTTP status.
 ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
-                   403: "permission_error", 404: "not_found_error", 405: "invalid_request_error", 408: "invalid_request_error",
-                   413: "request_too_large",
-                   429: "rate_limit_error", 500: "api_error", 502: "api_error", 503: "overloaded_error",
-                   504: "api_error"}
+                   403: "permission_error", 404: "not_found_error", 405: "invalid_request_error",
+                   408: "invalid_request_error", 413: "request_too_large", 429: "rate_limit_error",
+                   500: "api_error", 502: "api_error", 503: "overloaded_error", 504: "api_error"}
 
 
 def openai_error(message: str, error_type: str, code: str | None, param: str | None = None,

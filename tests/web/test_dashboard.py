@@ -12,27 +12,24 @@ import os
 import shutil
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from p402.core.ids import new_id
 from p402.pipeline.records import iso, policy_entry
 from p402.stores.sqlite import SqliteStore
 from p402.web import dashboard
 from p402.web.dashboard_feed import LedgerFeed
+from tests.gatewaykit import pg_database
 from tests.web.dashboard_gateway import (ADMIN_TOKEN, VIEWER_TOKEN, XSS_MODEL, DashboardGateway, dashboard_config,
                                          usd_text)
 from tests.web.dashboard_sse import END, SseClient
 
-PG_URL = os.environ.get("P402_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
@@ -54,14 +51,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'p402.db'}"
         return
-    name = f"p402_dash_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield PG_URL.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with psycopg.connect(PG_URL, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with pg_database("p402_dash") as url:
+        yield url
 
 
 def wait_until(condition: Callable[[], bool], limit_s: float = 15.0) -> bool:

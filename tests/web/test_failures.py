@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+import anthropic
 import openai
 import orjson
 import pytest
@@ -17,7 +19,8 @@ from p402.core.decision import Ask, Plan, decide, prepare
 from p402.core.scopes import Attribution
 from p402.pipeline.records import decision_entry
 from p402.stores.sqlite import SqliteStore
-from tests.gatewaykit import SECRETS, config_of, gateway, org, stream_then_leave, wait_until
+from tests.gatewaykit import SECRETS, config_of, gateway, org, pg_database, stream_then_leave, wait_until
+from tests.stores.test_postgres import Relay
 
 PROMPT = [{"role": "user", "content": "hello"}]
 
@@ -109,52 +112,38 @@ def test_a_client_gone_before_the_stream_began_is_settled_once(tmp_path: Path) -
 
 def test_a_key_that_cannot_be_looked_up_fails_closed_too(tmp_path: Path) -> None:
     """The store is gone before the key was ever seen: 503 POLICY_UNAVAILABLE, not a 500, on every route."""
-    import threading
-    import uuid
-
-    import anthropic
-    import psycopg
-    from psycopg import sql
-
-    from tests.stores.conftest import PG_URL
-    from tests.stores.test_postgres import Relay
-
-    name = f"p402_keyfail_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    relay = Relay()
+    relay = Relay()  # PostgreSQL behind a loopback relay this test can cut
     try:
-        asyncio.run_coroutine_threadsafe(relay.start(), loop).result(10)
-        raw = org(tmp_path)
-        raw["store"] = f"postgresql://postgres@127.0.0.1:{relay.port}/{name}"
-        with gateway(config_of(raw)) as gw:
-            asyncio.run_coroutine_threadsafe(relay.stop(), loop).result(10)  # the database is gone
-            with pytest.raises(openai.APIStatusError) as err:
-                gw.openai("bob").chat.completions.create(model="gpt-4o-mini", messages=PROMPT)
-            assert err.value.status_code == 503 and err.value.code == "POLICY_UNAVAILABLE"
-            assert err.value.response.headers["Retry-After"] == "5"
-            assert err.value.response.headers["X-P402-Event-Id"].startswith("evt_")
-            with pytest.raises(openai.APIStatusError) as err:
-                gw.openai("carol").models.list()
-            assert err.value.status_code == 503 and err.value.code == "POLICY_UNAVAILABLE"
-            with pytest.raises(anthropic.APIStatusError) as aerr:
-                anthropic.Anthropic(base_url=gw.base, api_key=SECRETS["eng"], max_retries=0).messages.create(
-                    model="claude-sonnet-4-6", max_tokens=16, messages=PROMPT)
-            assert aerr.value.status_code == 503
-            # The refusal itself is kept for the ledger (fail closed, lose nothing).
-            assert gw.runtime.spool.pending() >= 2
-            # And readiness says so, for the load balancer.
-            with pytest.raises(urllib.error.HTTPError) as ready:
-                urllib.request.urlopen(f"{gw.base}/readyz")
-            assert ready.value.code == 503 and b"store unavailable" in ready.value.read()
-            ready.value.close()
+        with pg_database("p402_keyfail") as url:
+            asyncio.run_coroutine_threadsafe(relay.start(), loop).result(10)
+            raw = org(tmp_path)
+            raw["store"] = url.replace("127.0.0.1:5432", f"127.0.0.1:{relay.port}")
+            with gateway(config_of(raw)) as gw:
+                asyncio.run_coroutine_threadsafe(relay.stop(), loop).result(10)  # the database is gone
+                with pytest.raises(openai.APIStatusError) as err:
+                    gw.openai("bob").chat.completions.create(model="gpt-4o-mini", messages=PROMPT)
+                assert err.value.status_code == 503 and err.value.code == "POLICY_UNAVAILABLE"
+                assert err.value.response.headers["Retry-After"] == "5"
+                assert err.value.response.headers["X-P402-Event-Id"].startswith("evt_")
+                with pytest.raises(openai.APIStatusError) as err:
+                    gw.openai("carol").models.list()
+                assert err.value.status_code == 503 and err.value.code == "POLICY_UNAVAILABLE"
+                with pytest.raises(anthropic.APIStatusError) as aerr:
+                    anthropic.Anthropic(base_url=gw.base, api_key=SECRETS["eng"], max_retries=0).messages.create(
+                        model="claude-sonnet-4-6", max_tokens=16, messages=PROMPT)
+                assert aerr.value.status_code == 503
+                # The refusal itself is kept for the ledger (fail closed, lose nothing).
+                assert gw.runtime.spool.pending() >= 2
+                # And readiness says so, for the load balancer.
+                with pytest.raises(urllib.error.HTTPError) as ready:
+                    urllib.request.urlopen(f"{gw.base}/readyz")
+                assert ready.value.code == 503 and b"store unavailable" in ready.value.read()
+                ready.value.close()
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
-        with psycopg.connect(PG_URL, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -15,7 +15,7 @@ import pytest
 
 from p402.prove.export import verify_export
 from p402.prove.merkle import verify_consistency, verify_inclusion
-from tests.gatewaykit import ADMIN_TOKEN, VIEWER_TOKEN, config_of, gateway, org
+from tests.gatewaykit import ADMIN_TOKEN, VIEWER_TOKEN, config_of, gateway, org, pg_database
 
 PROMPT = [{"role": "user", "content": "hello"}]
 
@@ -106,19 +106,9 @@ def test_events_are_explained_and_provably_included_in_a_signed_checkpoint(tmp_p
 
 
 def test_exports_are_served_over_http_for_a_postgresql_store_too(tmp_path: Path) -> None:
-    import uuid
-
-    import psycopg
-    from psycopg import sql
-
-    from tests.stores.conftest import PG_URL
-
-    name = f"p402_export_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
+    with pg_database("p402_export") as url:
         raw = org(tmp_path)
-        raw["store"] = PG_URL.rsplit("/", 1)[0] + "/" + name
+        raw["store"] = url
         with gateway(config_of(raw)) as gw:
             reply = gw.openai("carol").chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=PROMPT)
             event_id = reply.headers["X-P402-Event-Id"]
@@ -132,6 +122,3 @@ def test_exports_are_served_over_http_for_a_postgresql_store_too(tmp_path: Path)
             status, focus, headers = fetch(gw.base, "/admin/v1/ledger/export?format=focus")
             assert status == 200 and headers["Content-Disposition"] == 'attachment; filename="p402-ledger-focus.csv"'
             assert b"BilledCost" in focus.splitlines()[0] and len(focus.splitlines()) >= 2
-    finally:
-        with psycopg.connect(PG_URL, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
