@@ -8,7 +8,6 @@ would report corruption) nor sign a root the auditor cannot reproduce.
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from datetime import timedelta
 
@@ -19,10 +18,9 @@ from p402.prove.audit import verify_rows
 from p402.prove.checkpoints import Checkpointer
 from p402.prove.signing import Signer
 from p402.stores.postgres import PostgresStore
+from tests.gatewaykit import PG_URL
 
 from .ledgers import T0, decision, settlement
-
-PG_URL = os.environ.get("P402_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 def test_sealing_under_concurrent_writers_yields_a_ledger_that_verifies(signer: Signer) -> None:

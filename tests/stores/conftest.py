@@ -9,7 +9,6 @@ fails the postgres tests: CI starts it, and a skipped store is an untested one.
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 import uuid
 from pathlib import Path
@@ -21,9 +20,9 @@ from psycopg import sql
 
 from p402.stores.postgres import PostgresStore
 from p402.stores.sqlite import SqliteStore
+from tests.gatewaykit import PG_URL
 
 T = TypeVar("T")
-PG_URL = os.environ.get("P402_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 STORES = ["sqlite", "postgres"]
 
 
