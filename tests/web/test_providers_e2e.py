@@ -19,6 +19,7 @@ import openai
 import orjson
 import pytest
 
+from p402.pipeline.tokens import count_text
 from p402.providers.prices import catalog_price
 from tests.gatewaykit import config_of, gateway, org, stream_then_leave, wait_until
 from tests.providers.fakes.anthropic_fake import AnthropicFake
@@ -184,7 +185,10 @@ def test_a_stream_broken_midway_is_settled_for_what_was_streamed(tmp_path: Path,
                 received.extend(c.delta.content or "" for c in chunk.choices)
         settle = rows(tmp_path, "settle")
         assert len(settle) == 1 and settle[0]["status"] == "upstream_error"
-        assert 0 < settle[0]["output_tokens"] < 20 and Decimal(settle[0]["cost_usd"]) > 0
+        # The client got every piece the provider sent before it broke, and pays for exactly those.
+        sent = fakes["servers"]["openai"].sent_text
+        assert sent and "".join(received) == sent
+        assert settle[0]["output_tokens"] == count_text(sent, "o200k_base") and Decimal(settle[0]["cost_usd"]) > 0
         assert reserved(tmp_path) == 0
 
 
