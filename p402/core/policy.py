@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from datetime import datetime, tzinfo, timezone
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 from p402.core.money import ceil_div
 from p402.core.scopes import SCOPE_KINDS, Attribution, Scope
@@ -156,9 +156,12 @@ class Override:
     signer: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class CounterKey:
-    """One balance: a budget, a member (for `per` budgets) and a window start."""
+class CounterKey(NamedTuple):
+    """One balance: a budget, a member (for `per` budgets) and a window start.
+
+    A named tuple, not a dataclass: several are built, hashed and compared on every
+    request, and a tuple does each natively (it also equals the store's row key).
+    """
 
     budget_id: str
     member: str

@@ -5,6 +5,13 @@ reservation or settlement costs tens of microseconds, less than a hop to a
 thread. `BEGIN IMMEDIATE` takes SQLite's single write lock up front, so the
 balances a decision reads cannot change before its reservation is written, on
 one process or many sharing the file (WAL mode).
+
+What this connection last committed is kept in memory: the counters it has
+read or written and the ledger's head row. Each transaction first asks SQLite
+for `PRAGMA data_version`, which changes when any *other* connection (another
+replica, a CLI, an operator) has committed; then the memory is dropped and
+everything is read again. So the memory only saves reads, and a decision never
+sees a balance that another writer has moved.
 """
 
 from __future__ import annotations
@@ -48,6 +55,8 @@ _UPSERT_RESERVED = ("INSERT INTO counters (budget_id, member, window, reserved) 
                     "ON CONFLICT DO UPDATE SET reserved = reserved + excluded.reserved")
 _SETTLE_COUNTER = ("UPDATE counters SET reserved = reserved - ?, settled = settled + ? "
                    "WHERE budget_id=? AND member=? AND window=?")
+# Counters remembered between transactions (see the module's docstring); dropped when larger.
+MAX_CACHED_COUNTERS = 65_536
 
 
 def _dumps(value: object) -> bytes:
@@ -75,6 +84,10 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open store {path}: {exc}") from exc
         self._checkpointer = _Checkpointer(path) if path != ":memory:" else None
+        # What this connection committed last (module docstring): valid while data_version is `_seen`.
+        self._seen: int | None = None
+        self._counters: dict[CounterKey, tuple[int, int]] = {}  # (settled, reserved)
+        self._head: tuple[int, str] | None = None  # the ledger's last (seq, hash)
 
     @classmethod
     def from_url(cls, url: str) -> "SqliteStore":
@@ -94,17 +107,31 @@ class SqliteStore:
     # -- transactions ---------------------------------------------------------
 
     def _txn(self) -> "_Txn":
-        return _Txn(self.db)
+        return _Txn(self)
+
+    def _began(self) -> None:
+        """Inside a fresh write transaction: forget what another connection may have changed."""
+        version = self.db.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._seen or len(self._counters) > MAX_CACHED_COUNTERS:
+            self._forget()
+            self._seen = version
+
+    def _forget(self) -> None:
+        self._seen, self._head = None, None
+        self._counters.clear()
 
     def _append(self, entry: dict[str, Any]) -> int:
         """Append one ledger row inside the caller's transaction."""
-        row = self.db.execute("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1").fetchone()
-        seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS_HASH)
+        if self._head is None:
+            row = self.db.execute("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1").fetchone()
+            self._head = (row[0], row[1]) if row else (0, GENESIS_HASH)
+        seq, prev = self._head[0] + 1, self._head[1]
         entry["seq"] = seq
         body = _dumps(entry)
         digest = chain_hash(prev, body)
         self.db.execute(_INSERT_LEDGER, (seq, body.decode(), prev, digest,
                                          *(entry.get(k) for k in LEDGER_COLUMNS.values())))
+        self._head = (seq, digest)
         return seq
 
     # -- the hot path -----------------------------------------------------------
@@ -113,21 +140,25 @@ class SqliteStore:
                       entry: EntryBuilder, lease_s: float, now: datetime) -> tuple[Decision, str | None]:
         keys = plan.keys
         with self._txn():
-            balances: dict[CounterKey, tuple[int, int]] = {}
-            if keys:
-                # One statement for all of the plan's counters (a UNION ALL of primary-key
+            cached = self._counters
+            missing = [k for k in keys if k not in cached]
+            if missing:
+                # One statement for all the counters not in memory (a UNION ALL of primary-key
                 # lookups), not one per counter: each statement costs microseconds of overhead.
-                by_id = {(k.budget_id, k.member, k.window): k for k in keys}
+                for k in missing:
+                    cached[k] = (0, 0)  # a window nobody has spent in yet has no row
                 for b, m, w, settled, reserved in self.db.execute(
-                        _select_counters(len(keys)), [v for k in keys for v in (k.budget_id, k.member, k.window)]):
-                    balances[by_id[(b, m, w)]] = (settled, reserved)
-            decision = decide(plan, balances)
+                        _select_counters(len(missing)), [v for k in missing for v in k]):
+                    cached[CounterKey(b, m, w)] = (settled, reserved)
+            decision = decide(plan, cached)
             hold_id = new_id("hold", now) if decision.allowed else None
             body = entry(decision, hold_id)
             if decision.allowed:
                 amount = decision.estimate_nanos
-                self.db.executemany(_UPSERT_RESERVED, [(k.budget_id, k.member, k.window, amount)
-                                                       for k in decision.reserve_on])
+                self.db.executemany(_UPSERT_RESERVED, [(*k, amount) for k in decision.reserve_on])
+                for k in decision.reserve_on:
+                    settled, reserved = cached[k]
+                    cached[k] = (settled, reserved + amount)
                 context = {k: body.get(k, "") for k in SPEND_KEYS}
                 self.db.execute("INSERT INTO holds (id, event_id, amount, keys, expires_at, department, context) "
                                 "VALUES (?,?,?,?,?,?,?)",
@@ -144,13 +175,18 @@ class SqliteStore:
             return self._settle_in_txn(hold_id, cost_nanos, entry)
 
     def _settle_in_txn(self, hold_id: str, cost_nanos: int, entry: dict[str, Any]) -> bool:
-        row = self.db.execute("SELECT amount, keys, context FROM holds WHERE id=?", (hold_id,)).fetchone()
+        row = self.db.execute("DELETE FROM holds WHERE id=? RETURNING amount, keys, context", (hold_id,)).fetchone()
         if row is None:
             return False
         amount, keys, context = row[0], orjson.loads(row[1]), orjson.loads(row[2])
         self.db.executemany(_SETTLE_COUNTER, [(amount, cost_nanos, budget_id, member, window)
                                               for budget_id, member, window in keys])
-        self.db.execute("DELETE FROM holds WHERE id=?", (hold_id,))
+        cached = self._counters
+        for k in keys:
+            key = CounterKey(*k)
+            if key in cached:
+                settled, reserved = cached[key]
+                cached[key] = (settled + cost_nanos, reserved - amount)
         self._count_spend({**context, **entry}, cost_nanos, denied=False)
         self._append(entry)
         return True
@@ -374,17 +410,22 @@ class _Checkpointer:
 
 
 class _Txn:
-    """`BEGIN IMMEDIATE` ... `COMMIT`, rolled back on error; SQLite errors become StoreError."""
+    """`BEGIN IMMEDIATE` ... `COMMIT`, rolled back on error; SQLite errors become StoreError.
+    A transaction that does not commit also drops what the store remembered of its writes."""
 
-    __slots__ = ("db",)
+    __slots__ = ("store", "db")
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
+    def __init__(self, store: SqliteStore) -> None:
+        self.store, self.db = store, store.db
 
     def __enter__(self) -> None:
         try:
             self.db.execute("BEGIN IMMEDIATE")
+            self.store._began()
         except sqlite3.Error as exc:
+            self.store._forget()
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
             raise StoreUnavailable(f"store unavailable: {exc}") from exc
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
@@ -393,8 +434,10 @@ class _Txn:
                 self.db.execute("COMMIT")
                 return
             except sqlite3.Error as err:
+                self.store._forget()
                 self.db.execute("ROLLBACK")
                 raise StoreUnavailable(f"store unavailable: {err}") from err
+        self.store._forget()
         if self.db.in_transaction:
             self.db.execute("ROLLBACK")
         if isinstance(exc, sqlite3.OperationalError):

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from p402.core.decision import decide
 from p402.core.ledger import verify_chain
 from p402.core.money import format_usd, parse_usd
 from p402.errors import Conflict, NotFound
@@ -313,4 +314,40 @@ def test_a_request_period_cap_needs_no_counters(store: Any, run: Any) -> None:
     assert run(store.settle(hold, parse_usd("0.0025"), settle_entry(body, parse_usd("0.0025")))) is True
     assert run(store.live_holds()) == 0
     assert run(store.spend("employee", DAY, DAY + 1)) == {"alice": (2_500_000, 1, 1)}
+    assert rows(store) == 3
+
+
+def test_a_replica_decides_on_what_another_replica_wrote_since(backend: Any, store: Any, run: Any) -> None:
+    # Each replica keeps what it last read; another's writes in between must still count.
+    other = backend.open()
+    assert run(reserve(store, TIGHT, who("alice")))[0].allowed
+    _, bob_hold, bob_body = run(reserve(other, TIGHT, who("bob")))
+    assert bob_hold is not None
+
+    # The department is now full (2 x $0.002 of $0.005), though this replica reserved only one.
+    denied = run(reserve(store, TIGHT, who("carol")))[0]
+    assert denied.deny_code == "BUDGET_EXCEEDED"
+    assert denied.binding is not None and denied.binding.reserved_nanos == 2 * ESTIMATE
+
+    # The other replica releases bob's hold: the room is back here at once.
+    assert run(other.settle(bob_hold, 0, settle_entry(bob_body, 0))) is True
+    assert run(reserve(store, TIGHT, who("carol")))[0].allowed
+    assert rows(store) == 5  # both replicas extended one chain
+
+
+def test_a_reservation_that_fails_midway_leaves_no_trace(store: Any, run: Any) -> None:
+    def unwritable(decision: Any, hold_id: str | None) -> dict[str, Any]:
+        return {"event_id": "evt_bad", "ts": iso(NOW), "kind": "decision", "hold_id": hold_id,
+                "not_json": {1, 2}}  # a set: the ledger row cannot be written
+
+    with pytest.raises(TypeError, match="set"):
+        run(store.reserve(plan_for(TIGHT, who("alice")), decide, unwritable, 60.0, NOW))
+
+    keys = list(plan_for(TIGHT, who("alice")).keys)
+    assert run(store.balances(keys)) == {k: (0, 0) for k in keys}
+    assert run(store.live_holds()) == 0
+    # Both requests the department fits are still admitted, and the third is not.
+    assert run(reserve(store, TIGHT, who("alice")))[0].allowed
+    assert run(reserve(store, TIGHT, who("bob")))[0].allowed
+    assert not run(reserve(store, TIGHT, who("carol")))[0].allowed
     assert rows(store) == 3
