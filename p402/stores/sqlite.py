@@ -106,11 +106,19 @@ class SqliteStore:
 
     # -- transactions ---------------------------------------------------------
 
-    def _txn(self) -> "_Txn":
-        return _Txn(self)
+    def _txn(self, check: bool = True) -> "_Txn":
+        return _Txn(self, check)
 
-    def _began(self) -> None:
-        """Inside a fresh write transaction: forget what another connection may have changed."""
+    def _began(self, check: bool) -> None:
+        """Inside a fresh write transaction: forget what another connection may have changed.
+
+        Without `check` (a settlement: it reads no counter, and only moves them by its own
+        amounts) the version is not asked, which saves a statement; the ledger head is read
+        again instead, and the next checked transaction drops whatever the settlement updated
+        in memory if another connection had written meanwhile."""
+        if not check:
+            self._head = None
+            return
         version = self.db.execute("PRAGMA data_version").fetchone()[0]
         if version != self._seen or len(self._counters) > MAX_CACHED_COUNTERS:
             self._forget()
@@ -171,22 +179,22 @@ class SqliteStore:
         return decision, hold_id
 
     async def settle(self, hold_id: str, cost_nanos: int, entry: dict[str, Any]) -> bool:
-        with self._txn():
+        with self._txn(check=False):
             return self._settle_in_txn(hold_id, cost_nanos, entry)
 
     def _settle_in_txn(self, hold_id: str, cost_nanos: int, entry: dict[str, Any]) -> bool:
-        row = self.db.execute("DELETE FROM holds WHERE id=? RETURNING amount, keys, context", (hold_id,)).fetchone()
+        row = self.db.execute("SELECT amount, keys, context FROM holds WHERE id=?", (hold_id,)).fetchone()
         if row is None:
             return False
+        self.db.execute("DELETE FROM holds WHERE id=?", (hold_id,))
         amount, keys, context = row[0], orjson.loads(row[1]), orjson.loads(row[2])
         self.db.executemany(_SETTLE_COUNTER, [(amount, cost_nanos, budget_id, member, window)
                                               for budget_id, member, window in keys])
         cached = self._counters
-        for k in keys:
-            key = CounterKey(*k)
-            if key in cached:
-                settled, reserved = cached[key]
-                cached[key] = (settled + cost_nanos, reserved - amount)
+        for b, m, w in keys:
+            known = cached.get((b, m, w))  # type: ignore[call-overload]  # a plain tuple equals its CounterKey
+            if known is not None:
+                cached[CounterKey(b, m, w)] = (known[0] + cost_nanos, known[1] - amount)
         self._count_spend({**context, **entry}, cost_nanos, denied=False)
         self._append(entry)
         return True
@@ -413,15 +421,15 @@ class _Txn:
     """`BEGIN IMMEDIATE` ... `COMMIT`, rolled back on error; SQLite errors become StoreError.
     A transaction that does not commit also drops what the store remembered of its writes."""
 
-    __slots__ = ("store", "db")
+    __slots__ = ("store", "db", "check")
 
-    def __init__(self, store: SqliteStore) -> None:
-        self.store, self.db = store, store.db
+    def __init__(self, store: SqliteStore, check: bool) -> None:
+        self.store, self.db, self.check = store, store.db, check
 
     def __enter__(self) -> None:
         try:
             self.db.execute("BEGIN IMMEDIATE")
-            self.store._began()
+            self.store._began(self.check)
         except sqlite3.Error as exc:
             self.store._forget()
             if self.db.in_transaction:

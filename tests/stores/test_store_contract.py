@@ -320,9 +320,9 @@ def test_a_request_period_cap_needs_no_counters(store: Any, run: Any) -> None:
 def test_a_replica_decides_on_what_another_replica_wrote_since(backend: Any, store: Any, run: Any) -> None:
     # Each replica keeps what it last read; another's writes in between must still count.
     other = backend.open()
-    assert run(reserve(store, TIGHT, who("alice")))[0].allowed
+    _, alice_hold, alice_body = run(reserve(store, TIGHT, who("alice")))
     _, bob_hold, bob_body = run(reserve(other, TIGHT, who("bob")))
-    assert bob_hold is not None
+    assert alice_hold is not None and bob_hold is not None
 
     # The department is now full (2 x $0.002 of $0.005), though this replica reserved only one.
     denied = run(reserve(store, TIGHT, who("carol")))[0]
@@ -331,8 +331,18 @@ def test_a_replica_decides_on_what_another_replica_wrote_since(backend: Any, sto
 
     # The other replica releases bob's hold: the room is back here at once.
     assert run(other.settle(bob_hold, 0, settle_entry(bob_body, 0))) is True
-    assert run(reserve(store, TIGHT, who("carol")))[0].allowed
-    assert rows(store) == 5  # both replicas extended one chain
+    _, carol_hold, carol_body = run(reserve(store, TIGHT, who("carol")))
+    assert carol_hold is not None
+
+    # The other replica releases carol; then this one settles alice ($0.001). Its own
+    # settlement must not make it trust what it remembered from before the release.
+    assert run(other.settle(carol_hold, 0, settle_entry(carol_body, 0))) is True
+    assert run(store.settle(alice_hold, ESTIMATE // 2, settle_entry(alice_body, ESTIMATE // 2))) is True
+    # $0.004 of $0.005 is free: two more requests fit.
+    first = run(reserve(store, TIGHT, who("dave")))[0]
+    assert first.binding is not None and first.binding.reserved_nanos == 0
+    assert run(reserve(store, TIGHT, who("erin")))[0].allowed
+    assert rows(store) == 9  # both replicas extended one chain
 
 
 def test_a_reservation_that_fails_midway_leaves_no_trace(store: Any, run: Any) -> None:
