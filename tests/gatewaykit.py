@@ -189,3 +189,19 @@ def wait_until(predicate: Any, timeout_s: float = 5.0) -> None:
         if time.time() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {getattr(predicate, '__name__', 'it')}")
         time.sleep(0.05)
+
+
+def counter_rows(db: Path | str) -> list[tuple[str, str, int, int, int]]:
+    """The SQLite counters table as (budget_id, member, window, settled, reserved), brought up to date
+    first: it lags the ledger by up to a flush interval, and any store on the file can write it out
+    (this one, opened beside the gateway, is one more replica)."""
+    from p402.stores.sqlite import SqliteStore
+
+    async def read() -> list[tuple[str, str, int, int, int]]:
+        store = SqliteStore(str(db))
+        try:
+            await store.flush_counters()
+            return store.db.execute("SELECT budget_id, member, window, settled, reserved FROM counters").fetchall()
+        finally:
+            await store.close()
+    return list(asyncio.run(read()))

@@ -103,6 +103,10 @@ class BudgetStore(Protocol):
 
     async def find_key(self, secret_hash: str) -> KeyRecord | None: ...
 
+    async def flush_counters(self) -> int:
+        """Bring any balance table that lags the ledger up to date; how many counters it wrote."""
+        ...
+
     async def ping(self) -> None:
         """Raise StoreUnavailable if the store cannot be reached."""
         ...

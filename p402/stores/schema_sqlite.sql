@@ -7,6 +7,8 @@ CREATE TABLE IF NOT EXISTS api_keys (
   owner_kind TEXT NOT NULL, owner_id TEXT NOT NULL, department TEXT NOT NULL DEFAULT '',
   employee TEXT NOT NULL DEFAULT '', workflow TEXT NOT NULL DEFAULT '', prefix TEXT NOT NULL DEFAULT '',
   created_at TEXT NOT NULL, revoked_at TEXT);
+-- Balances per budget, member and window: the ledger's effects summed up to meta `counters_seq`
+-- (see p402/stores/sqlite.py); the store adds the effects of later rows when it reads them.
 CREATE TABLE IF NOT EXISTS counters (
   budget_id TEXT NOT NULL, member TEXT NOT NULL, window INTEGER NOT NULL,
   settled INTEGER NOT NULL DEFAULT 0, reserved INTEGER NOT NULL DEFAULT 0,
@@ -23,11 +25,13 @@ CREATE TABLE IF NOT EXISTS spend (
   cost INTEGER NOT NULL DEFAULT 0, requests INTEGER NOT NULL DEFAULT 0, denied INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (day, department, employee, project, customer, feature, workflow, key_id, model)) WITHOUT ROWID;
 -- The hash-chained ledger. Indexed columns are copies of body fields, checked by verify.
+-- `effects`: what the row does to the counters, [[budget_id, member, window, settled_delta,
+-- reserved_delta], ...]; the counters table above is their sum up to meta `counters_seq`.
 CREATE TABLE IF NOT EXISTS ledger (
   seq INTEGER PRIMARY KEY, event_id TEXT NOT NULL, ts TEXT NOT NULL, kind TEXT NOT NULL,
   deny_code TEXT, department TEXT, employee TEXT, project TEXT, customer TEXT, feature TEXT,
   workflow TEXT, key_id TEXT,
-  body TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
+  body TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL, effects TEXT);
 CREATE INDEX IF NOT EXISTS ledger_event ON ledger (event_id);
 CREATE INDEX IF NOT EXISTS ledger_deny ON ledger (deny_code, seq) WHERE deny_code IS NOT NULL;
 CREATE INDEX IF NOT EXISTS ledger_ts ON ledger (ts);

@@ -6,12 +6,24 @@ thread. `BEGIN IMMEDIATE` takes SQLite's single write lock up front, so the
 balances a decision reads cannot change before its reservation is written, on
 one process or many sharing the file (WAL mode).
 
-What this connection last committed is kept in memory: the counters it has
-read or written and the ledger's head row. Each transaction first asks SQLite
-for `PRAGMA data_version`, which changes when any *other* connection (another
-replica, a CLI, an operator) has committed; then the memory is dropped and
-everything is read again. So the memory only saves reads, and a decision never
-sees a balance that another writer has moved.
+Balances are a fold of the ledger. Every ledger row that moves a budget
+carries its effects on the counters ([budget, member, window, settled delta,
+reserved delta], ...) in its `effects` column, written in the same transaction.
+A reservation writes its hold and its ledger row; a settlement deletes the hold
+and writes its spend rollup and ledger row; neither writes a counter row. The
+`counters` table is the fold written out up to the ledger row named by meta
+`counters_seq`, brought up to date in batches by `flush_counters` (the gateway
+calls it every `wiring.COUNTER_FLUSH_INTERVAL_S`; readers of the table call it first),
+where one upsert per counter carries every request since the last batch.
+
+Each connection keeps the fold in memory: exact balances for the counters it
+has used, and the summed effects of the rows after `counters_seq`. Each
+transaction first asks SQLite for `PRAGMA data_version`, which changes when any
+*other* connection (another replica, a CLI) has committed; if it has, the rows
+written since are folded in before anything is decided. Replicas on one file
+therefore decide on the same balances as one process would, and a crash loses
+nothing: a row and its effects commit together, and a restarted store folds
+forward from `counters_seq`.
 """
 
 from __future__ import annotations
@@ -21,7 +33,7 @@ import threading
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence, cast
 
 import orjson
 
@@ -35,8 +47,8 @@ from p402.pipeline.ports import EntryBuilder, HoldInfo, KeyRecord, LedgerEvent, 
 
 __all__ = ["SqliteStore", "LEDGER_COLUMNS", "DEFAULT_BUSY_TIMEOUT_MS"]
 
-_INSERT_LEDGER = ("INSERT INTO ledger (seq, body, prev_hash, hash, " + ", ".join(LEDGER_COLUMNS)
-                  + ") VALUES (" + ", ".join("?" * (4 + len(LEDGER_COLUMNS))) + ")")
+_INSERT_LEDGER = ("INSERT INTO ledger (seq, body, prev_hash, hash, effects, " + ", ".join(LEDGER_COLUMNS)
+                  + ") VALUES (" + ", ".join("?" * (5 + len(LEDGER_COLUMNS))) + ")")
 # How long a writer waits for another process's write lock before the store counts
 # as unavailable (and the request fails closed). Write transactions here take
 # tens of microseconds, so a wait this long means something is wrong. The wait
@@ -51,12 +63,16 @@ DEFAULT_BUSY_TIMEOUT_MS = 1000
 # bounds the WAL if that thread ever falls behind.
 CHECKPOINT_INTERVAL_S = 0.05
 WAL_AUTOCHECKPOINT_PAGES = 10_000
-_UPSERT_RESERVED = ("INSERT INTO counters (budget_id, member, window, reserved) VALUES (?,?,?,?) "
-                    "ON CONFLICT DO UPDATE SET reserved = reserved + excluded.reserved")
-_SETTLE_COUNTER = ("UPDATE counters SET reserved = reserved - ?, settled = settled + ? "
-                   "WHERE budget_id=? AND member=? AND window=?")
-# Counters remembered between transactions (see the module's docstring); dropped when larger.
+_FLUSH_COUNTER = ("INSERT INTO counters (budget_id, member, window, settled, reserved) VALUES (?,?,?,?,?) "
+                  "ON CONFLICT DO UPDATE SET settled = settled + excluded.settled, "
+                  "reserved = reserved + excluded.reserved")
+# Exact balances kept in memory (module docstring); dropped, and read again as needed, when more.
 MAX_CACHED_COUNTERS = 65_536
+# Rows whose effects may wait in memory before a transaction writes them out itself (the
+# gateway's flushes come long before: this bounds memory where nobody calls flush_counters).
+MAX_PENDING_ROWS = 20_000
+Key = tuple[str, str, int]  # a CounterKey, or the plain tuple it equals
+Effect = Sequence[Any]  # (budget_id, member, window, settled delta, reserved delta)
 
 
 def _dumps(value: object) -> bytes:
@@ -81,13 +97,18 @@ class SqliteStore:
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(resources.files("p402.stores").joinpath("schema_sqlite.sql").read_text())
             self.db.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+            _add_effects_column(self.db)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open store {path}: {exc}") from exc
         self._checkpointer = _Checkpointer(path) if path != ":memory:" else None
-        # What this connection committed last (module docstring): valid while data_version is `_seen`.
+        # The fold (module docstring), current as of ledger row `_seq` while data_version is `_seen`.
         self._seen: int | None = None
-        self._counters: dict[CounterKey, tuple[int, int]] = {}  # (settled, reserved)
-        self._head: tuple[int, str] | None = None  # the ledger's last (seq, hash)
+        self._folded = False  # False: start again from the counters table
+        self._seq, self._hash = 0, GENESIS_HASH  # the last row folded, and its hash
+        self._flushed = 0  # the counters table holds the effects of rows up to here
+        self._counters: dict[Key, tuple[int, int]] = {}  # exact (settled, reserved) as of `_seq`
+        self._pending: dict[Key, list[int]] = {}  # effects of rows in (_flushed, _seq], summed per counter
+        self._pending_rows: list[tuple[int, Sequence[Effect]]] = []  # the same rows, in order
 
     @classmethod
     def from_url(cls, url: str) -> "SqliteStore":
@@ -106,67 +127,135 @@ class SqliteStore:
 
     # -- transactions ---------------------------------------------------------
 
-    def _txn(self, check: bool = True) -> "_Txn":
-        return _Txn(self, check)
+    def _txn(self) -> "_Txn":
+        return _Txn(self)
 
-    def _began(self, check: bool) -> None:
-        """Inside a fresh write transaction: forget what another connection may have changed.
-
-        Without `check` (a settlement: it reads no counter, and only moves them by its own
-        amounts) the version is not asked, which saves a statement; the ledger head is read
-        again instead, and the next checked transaction drops whatever the settlement updated
-        in memory if another connection had written meanwhile."""
-        if not check:
-            self._head = None
-            return
+    def _began(self) -> None:
+        """Inside a fresh write transaction: fold in whatever another connection wrote."""
         version = self.db.execute("PRAGMA data_version").fetchone()[0]
-        if version != self._seen or len(self._counters) > MAX_CACHED_COUNTERS:
-            self._forget()
+        if version != self._seen or not self._folded:
+            self._fold()
             self._seen = version
+        if len(self._counters) > MAX_CACHED_COUNTERS:
+            self._counters.clear()  # read again from the table and the pending effects as needed
+        if len(self._pending_rows) > MAX_PENDING_ROWS:
+            self._flush()
 
     def _forget(self) -> None:
-        self._seen, self._head = None, None
-        self._counters.clear()
+        """After a transaction that did not commit: what memory holds may be wrong; start again."""
+        self._seen, self._folded = None, False
 
-    def _append(self, entry: dict[str, Any]) -> int:
-        """Append one ledger row inside the caller's transaction."""
-        if self._head is None:
-            row = self.db.execute("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1").fetchone()
-            self._head = (row[0], row[1]) if row else (0, GENESIS_HASH)
-        seq, prev = self._head[0] + 1, self._head[1]
+    def _fold(self) -> None:
+        """Bring the fold up to the ledger's last row (inside a write transaction)."""
+        row = self.db.execute("SELECT v FROM meta WHERE k='counters_seq'").fetchone()
+        flushed = int(row[0]) if row else 0
+        if not self._folded or flushed < self._flushed:
+            self._counters.clear()
+            self._pending.clear()
+            self._pending_rows.clear()
+            head = self.db.execute("SELECT hash FROM ledger WHERE seq=?", (flushed,)).fetchone()
+            self._seq, self._hash = flushed, head[0] if head else GENESIS_HASH
+            self._flushed = flushed
+            self._folded = True
+        for seq, digest, effects in self.db.execute("SELECT seq, hash, effects FROM ledger WHERE seq > ? "
+                                                    "ORDER BY seq", (self._seq,)):
+            if effects:
+                try:
+                    self._apply(seq, _effects(effects))
+                except ValueError as exc:
+                    self._forget()
+                    raise StoreUnavailable(f"ledger row {seq}: its effects cannot be read ({exc}); "
+                                           f"the file was changed outside p402 (run p402 ledger verify)") from None
+            self._seq, self._hash = seq, digest
+        if flushed > self._flushed:  # another connection wrote the fold out: drop what it wrote
+            self._drop_flushed(flushed)
+
+    def _apply(self, seq: int, effects: Sequence[Effect]) -> None:
+        counters, pending = self._counters, self._pending
+        for budget_id, member, window, settled, reserved in effects:
+            key = (budget_id, member, window)
+            known = counters.get(key)
+            if known is not None:
+                counters[key] = (known[0] + settled, known[1] + reserved)
+            sums = pending.get(key)
+            if sums is None:
+                pending[key] = [settled, reserved]
+            else:
+                sums[0] += settled
+                sums[1] += reserved
+        self._pending_rows.append((seq, effects))
+
+    def _drop_flushed(self, upto: int) -> None:
+        rows, pending = self._pending_rows, self._pending
+        done = 0
+        while done < len(rows) and rows[done][0] <= upto:
+            for budget_id, member, window, settled, reserved in rows[done][1]:
+                sums = pending[(budget_id, member, window)]  # zero sums stay: later rows may add to them
+                sums[0] -= settled
+                sums[1] -= reserved
+            done += 1
+        del rows[:done]
+        self._flushed = upto
+
+    def _balances(self, keys: Sequence[Key]) -> dict[Key, tuple[int, int]]:
+        """The exact (settled, reserved) of `keys` (inside a transaction); returns the whole cache."""
+        cached = self._counters
+        missing = [k for k in keys if k not in cached]
+        if missing:
+            # One statement for all the counters not in memory (a UNION ALL of primary-key
+            # lookups), not one per counter: each statement costs microseconds of overhead.
+            table = {(b, m, w): (settled, reserved) for b, m, w, settled, reserved in self.db.execute(
+                _select_counters(len(missing)), [v for k in missing for v in k])}
+            for k in missing:
+                settled, reserved = table.get(k, (0, 0))  # a window nobody has spent in has no row
+                sums = self._pending.get(k)
+                cached[k] = (settled + sums[0], reserved + sums[1]) if sums else (settled, reserved)
+        return cached
+
+    def _flush(self) -> int:
+        """Write the pending effects into the counters table (inside a transaction)."""
+        if self._flushed == self._seq:
+            return 0
+        changes = [(*k, s[0], s[1]) for k, s in self._pending.items() if s[0] or s[1]]
+        self.db.executemany(_FLUSH_COUNTER, changes)
+        self.db.execute("INSERT INTO meta (k, v) VALUES ('counters_seq', ?) ON CONFLICT DO UPDATE SET v=excluded.v",
+                        (str(self._seq),))
+        self._pending.clear()
+        self._pending_rows.clear()
+        self._flushed = self._seq
+        return len(changes)
+
+    async def flush_counters(self) -> int:
+        """Bring the counters table up to date with the ledger; how many counters it wrote."""
+        with self._txn():
+            return self._flush()
+
+    def _append(self, entry: dict[str, Any], effects: Sequence[Effect] | None = None) -> int:
+        """Append one ledger row (and what it does to the counters) inside the caller's transaction."""
+        seq, prev = self._seq + 1, self._hash
         entry["seq"] = seq
         body = _dumps(entry)
         digest = chain_hash(prev, body)
-        self.db.execute(_INSERT_LEDGER, (seq, body.decode(), prev, digest,
+        self.db.execute(_INSERT_LEDGER, (seq, body.decode(), prev, digest, _dumps(effects).decode() if effects else None,
                                          *(entry.get(k) for k in LEDGER_COLUMNS.values())))
-        self._head = (seq, digest)
+        self._seq, self._hash = seq, digest
+        if effects:
+            self._apply(seq, effects)
         return seq
 
     # -- the hot path -----------------------------------------------------------
 
     async def reserve(self, plan: Plan, decide: Callable[[Plan, Mapping[CounterKey, tuple[int, int]]], Decision],
                       entry: EntryBuilder, lease_s: float, now: datetime) -> tuple[Decision, str | None]:
-        keys = plan.keys
         with self._txn():
-            cached = self._counters
-            missing = [k for k in keys if k not in cached]
-            if missing:
-                # One statement for all the counters not in memory (a UNION ALL of primary-key
-                # lookups), not one per counter: each statement costs microseconds of overhead.
-                for k in missing:
-                    cached[k] = (0, 0)  # a window nobody has spent in yet has no row
-                for b, m, w, settled, reserved in self.db.execute(
-                        _select_counters(len(missing)), [v for k in missing for v in k]):
-                    cached[CounterKey(b, m, w)] = (settled, reserved)
-            decision = decide(plan, cached)
+            balances = self._balances(plan.keys)
+            decision = decide(plan, cast(Mapping[CounterKey, tuple[int, int]], balances))
             hold_id = new_id("hold", now) if decision.allowed else None
             body = entry(decision, hold_id)
+            effects: list[Effect] | None = None
             if decision.allowed:
                 amount = decision.estimate_nanos
-                self.db.executemany(_UPSERT_RESERVED, [(*k, amount) for k in decision.reserve_on])
-                for k in decision.reserve_on:
-                    settled, reserved = cached[k]
-                    cached[k] = (settled, reserved + amount)
+                effects = [(*k, 0, amount) for k in decision.reserve_on]
                 context = {k: body.get(k, "") for k in SPEND_KEYS}
                 self.db.execute("INSERT INTO holds (id, event_id, amount, keys, expires_at, department, context) "
                                 "VALUES (?,?,?,?,?,?,?)",
@@ -175,11 +264,11 @@ class SqliteStore:
                                  now.timestamp() + lease_s, body.get("department", ""), _dumps(context).decode()))
             else:
                 self._count_spend(body, 0, denied=True)
-            self._append(body)
+            self._append(body, effects)
         return decision, hold_id
 
     async def settle(self, hold_id: str, cost_nanos: int, entry: dict[str, Any]) -> bool:
-        with self._txn(check=False):
+        with self._txn():
             return self._settle_in_txn(hold_id, cost_nanos, entry)
 
     def _settle_in_txn(self, hold_id: str, cost_nanos: int, entry: dict[str, Any]) -> bool:
@@ -188,15 +277,8 @@ class SqliteStore:
             return False
         self.db.execute("DELETE FROM holds WHERE id=?", (hold_id,))
         amount, keys, context = row[0], orjson.loads(row[1]), orjson.loads(row[2])
-        self.db.executemany(_SETTLE_COUNTER, [(amount, cost_nanos, budget_id, member, window)
-                                              for budget_id, member, window in keys])
-        cached = self._counters
-        for b, m, w in keys:
-            known = cached.get((b, m, w))  # type: ignore[call-overload]  # a plain tuple equals its CounterKey
-            if known is not None:
-                cached[CounterKey(b, m, w)] = (known[0] + cost_nanos, known[1] - amount)
         self._count_spend({**context, **entry}, cost_nanos, denied=False)
-        self._append(entry)
+        self._append(entry, [(budget_id, member, window, cost_nanos, -amount) for budget_id, member, window in keys])
         return True
 
     def _count_spend(self, body: Mapping[str, Any], cost_nanos: int, denied: bool) -> None:
@@ -316,16 +398,15 @@ class SqliteStore:
     # -- reading ----------------------------------------------------------------------
 
     async def balances(self, keys: list[CounterKey]) -> dict[CounterKey, tuple[int, int]]:
-        out = {}
-        for k in keys:
-            row = self.db.execute("SELECT settled, reserved FROM counters WHERE budget_id=? AND member=? AND window=?",
-                                  (k.budget_id, k.member, k.window)).fetchone()
-            out[k] = (row[0], row[1]) if row else (0, 0)
-        return out
+        with self._txn():
+            known = self._balances(keys)
+            return {k: known[k] for k in keys}
 
     async def counters_of(self, budget_id: str, window: int) -> list[tuple[str, int, int]]:
-        return self.db.execute("SELECT member, settled, reserved FROM counters WHERE budget_id=? AND window=? "
-                               "ORDER BY member", (budget_id, window)).fetchall()
+        with self._txn():
+            self._flush()
+            return self.db.execute("SELECT member, settled, reserved FROM counters WHERE budget_id=? AND window=? "
+                                   "ORDER BY member", (budget_id, window)).fetchall()
 
     async def spend(self, group_by: str, since_day: int, until_day: int) -> dict[str, tuple[int, int, int]]:
         """Settled cost, requests and denials per group between two days (rollups, not the ledger)."""
@@ -373,6 +454,10 @@ class SqliteStore:
             last = rows[-1][0]
 
     async def close(self) -> None:
+        try:
+            await self.flush_counters()  # leave the counters table current for whoever reads the file
+        except StoreError:
+            pass  # the ledger has every effect; the next store to open the file folds them in
         if self._checkpointer is not None:
             self._checkpointer.close()
         self.db.close()
@@ -421,15 +506,15 @@ class _Txn:
     """`BEGIN IMMEDIATE` ... `COMMIT`, rolled back on error; SQLite errors become StoreError.
     A transaction that does not commit also drops what the store remembered of its writes."""
 
-    __slots__ = ("store", "db", "check")
+    __slots__ = ("store", "db")
 
-    def __init__(self, store: SqliteStore, check: bool) -> None:
-        self.store, self.db, self.check = store, store.db, check
+    def __init__(self, store: SqliteStore) -> None:
+        self.store, self.db = store, store.db
 
     def __enter__(self) -> None:
         try:
             self.db.execute("BEGIN IMMEDIATE")
-            self.store._began(self.check)
+            self.store._began()
         except sqlite3.Error as exc:
             self.store._forget()
             if self.db.in_transaction:
@@ -452,6 +537,34 @@ class _Txn:
             raise StoreUnavailable(f"store unavailable: {exc}") from exc
         if isinstance(exc, sqlite3.Error):
             raise StoreError(f"store error: {exc}") from exc
+
+
+def _effects(text: str) -> list[tuple[str, str, int, int, int]]:
+    """A row's effects column, checked: ValueError if it is not what p402 writes."""
+    out = []
+    for item in orjson.loads(text):  # orjson.JSONDecodeError is a ValueError
+        if not (isinstance(item, list) and len(item) == 5 and isinstance(item[0], str) and isinstance(item[1], str)
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in item[2:])):
+            raise ValueError(f"not [budget_id, member, window, settled, reserved]: {str(item)[:80]}")
+        out.append((item[0], item[1], item[2], item[3], item[4]))
+    return out
+
+
+def _add_effects_column(db: sqlite3.Connection) -> None:
+    """A store written before balances were a fold of the ledger: its counters table already
+    holds every row's effects, so the fold starts after its last row."""
+    if any(r[1] == "effects" for r in db.execute("PRAGMA table_info(ledger)")):
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if not any(r[1] == "effects" for r in db.execute("PRAGMA table_info(ledger)")):  # another process?
+            db.execute("ALTER TABLE ledger ADD COLUMN effects TEXT")
+            db.execute("INSERT INTO meta (k, v) SELECT 'counters_seq', COALESCE(MAX(seq), 0) FROM ledger "
+                       "WHERE true ON CONFLICT DO UPDATE SET v=excluded.v")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def _key(row: tuple[Any, ...]) -> KeyRecord:

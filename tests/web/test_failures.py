@@ -19,7 +19,8 @@ from p402.core.decision import Ask, Plan, decide, prepare
 from p402.core.scopes import Attribution
 from p402.pipeline.records import decision_entry
 from p402.stores.sqlite import SqliteStore
-from tests.gatewaykit import SECRETS, config_of, gateway, org, pg_database, stream_then_leave, wait_until
+from tests.gatewaykit import (SECRETS, config_of, counter_rows, gateway, org, pg_database, stream_then_leave,
+                              wait_until)
 from tests.stores.test_postgres import Relay
 
 PROMPT = [{"role": "user", "content": "hello"}]
@@ -78,8 +79,7 @@ def test_a_hold_whose_request_vanished_is_settled_at_its_reservation_and_flagged
         on_loop(gw, gw.runtime.expire())  # (or the gateway's own expiry loop, whichever runs first)
         expired = [r for r in rows(tmp_path / "p402.db") if r["kind"] == "expire"]
         assert len(expired) == 1 and expired[0]["flags"] == ["orphaned"] and expired[0]["event_id"] == "evt_crashed"
-        with sqlite3.connect(tmp_path / "p402.db") as db:
-            settled, reserved = db.execute("SELECT settled, reserved FROM counters").fetchone()
+        [(_, _, _, settled, reserved)] = counter_rows(tmp_path / "p402.db")
         assert (settled, reserved) == (decision.estimate_nanos, 0)
 
 
@@ -92,8 +92,7 @@ def test_a_client_leaving_mid_stream_stops_the_call_and_pays_for_what_was_genera
         settle = [r for r in rows(tmp_path / "p402.db") if r["kind"] == "settle"]
         assert len(settle) == 1 and settle[0]["status"] == "client_disconnected"
         assert 4 <= settle[0]["output_tokens"] < 400  # stopped long before the full answer
-        with sqlite3.connect(tmp_path / "p402.db") as db:
-            assert db.execute("SELECT SUM(reserved) FROM counters").fetchone()[0] == 0
+        assert sum(r[4] for r in counter_rows(tmp_path / "p402.db")) == 0
 
 
 def test_a_client_gone_before_the_stream_began_is_settled_once(tmp_path: Path) -> None:
@@ -105,8 +104,8 @@ def test_a_client_gone_before_the_stream_began_is_settled_once(tmp_path: Path) -
         time.sleep(0.3)  # anything else that would be written (a second settlement) would be by now
         ends = [r for r in rows(tmp_path / "p402.db") if r["kind"] in ("settle", "release", "late_settle")]
         assert len(ends) == 1 and ends[0]["status"] == "client_disconnected"
+        assert sum(r[4] for r in counter_rows(tmp_path / "p402.db")) == 0
         with sqlite3.connect(tmp_path / "p402.db") as db:
-            assert db.execute("SELECT SUM(reserved) FROM counters").fetchone()[0] == 0
             assert db.execute("SELECT COUNT(*) FROM holds").fetchone()[0] == 0
 
 

@@ -12,7 +12,7 @@ import openai
 import orjson
 import pytest
 
-from tests.gatewaykit import config_of, gateway, org
+from tests.gatewaykit import config_of, counter_rows, gateway, org
 
 MESSAGES = [{"role": "user", "content": "Hello, Claude"}]
 
@@ -32,7 +32,7 @@ def test_messages_admit_stream_and_settle(tmp_path: Path) -> None:
         assert text and final.usage.output_tokens == 8
         with sqlite3.connect(tmp_path / "p402.db") as db:
             settles = [orjson.loads(r[0]) for r in db.execute("SELECT body FROM ledger WHERE kind='settle'")]
-            assert db.execute("SELECT SUM(reserved) FROM counters").fetchone()[0] == 0
+        assert sum(r[4] for r in counter_rows(tmp_path / "p402.db")) == 0
         assert [s["output_tokens"] for s in settles] == [20, 8]
 
 

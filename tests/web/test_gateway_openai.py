@@ -10,7 +10,7 @@ import openai
 import orjson
 import pytest
 
-from tests.gatewaykit import SECRETS, config_of, gateway, org
+from tests.gatewaykit import SECRETS, config_of, counter_rows, gateway, org
 
 PROMPT = [{"role": "user", "content": "Summarise the quarterly cloud bill in one line."}]
 
@@ -23,12 +23,11 @@ def ledger(db: str) -> list[dict]:
 
 
 def counters(db: str) -> dict[str, tuple[int, int]]:
-    with sqlite3.connect(db) as c:
-        out: dict[str, tuple[int, int]] = {}
-        for budget, settled, reserved in c.execute("SELECT budget_id, settled, reserved FROM counters"):
-            s, r = out.get(budget, (0, 0))
-            out[budget] = (s + settled, r + reserved)
-        return out
+    out: dict[str, tuple[int, int]] = {}
+    for budget, _, _, settled, reserved in counter_rows(db):
+        s, r = out.get(budget, (0, 0))
+        out[budget] = (s + settled, r + reserved)
+    return out
 
 
 def usd(text: str) -> Decimal:

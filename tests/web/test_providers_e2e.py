@@ -21,7 +21,7 @@ import pytest
 
 from p402.pipeline.tokens import count_text
 from p402.providers.prices import catalog_price
-from tests.gatewaykit import config_of, gateway, org, stream_then_leave, wait_until
+from tests.gatewaykit import config_of, counter_rows, gateway, org, stream_then_leave, wait_until
 from tests.providers.fakes.anthropic_fake import AnthropicFake
 from tests.providers.fakes.bedrock_fake import BedrockFake
 from tests.providers.fakes.gemini_fake import GeminiFake
@@ -101,8 +101,7 @@ def rows(tmp_path: Path, kind: str | None = None) -> list[dict[str, Any]]:
 
 
 def reserved(tmp_path: Path) -> int:
-    with sqlite3.connect(tmp_path / "p402.db") as db:
-        return int(db.execute("SELECT COALESCE(SUM(reserved), 0) FROM counters").fetchone()[0])
+    return sum(r[4] for r in counter_rows(tmp_path / "p402.db"))
 
 
 def expected_cost(provider: str, upstream: str, settle: dict[str, Any]) -> Decimal:
@@ -241,6 +240,5 @@ def test_a_provider_billing_more_than_the_estimate_is_settled_in_full_and_flagge
         assert cost == expected_cost("openai", "gpt-4o-mini", settle) > estimate
         assert settle["flags"] == ["overrun"] and Decimal(settle["overrun_usd"]) == cost - estimate
         assert reserved(tmp_path) == 0
-        with sqlite3.connect(tmp_path / "p402.db") as db:
-            settled = {b: s for b, s in db.execute("SELECT budget_id, settled FROM counters")}
+        settled = {r[0]: r[3] for r in counter_rows(tmp_path / "p402.db")}
         assert settled and all(Decimal(s) / 10**9 == cost for s in settled.values())

@@ -1,0 +1,113 @@
+"""SQLite balances are a fold of the ledger: what a crash, a restart or an older store file leaves behind.
+
+A reservation and a settlement write ledger rows with their effects, not counter
+rows; the counters table is written out in batches (p402.stores.sqlite). These
+tests open the file the way a restarted gateway or an upgraded one would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from p402.errors import StoreUnavailable
+from p402.stores.sqlite import SqliteStore
+from tests.stores.storekit import ESTIMATE, budget, chain_ok, plan_for, policy, reserve, settle_entry, who
+
+POLICY = policy(budget("acme-month", "tenant:acme", "100"), budget("eng-month", "department:eng", "0.005"))
+KEYS = list(plan_for(POLICY, who("alice")).keys)
+
+
+def table(path: Path) -> dict[str, tuple[int, int]]:
+    with sqlite3.connect(path) as db:
+        return {b: (s, r) for b, s, r in db.execute("SELECT budget_id, settled, reserved FROM counters")}
+
+
+def test_a_crash_before_the_counters_are_written_out_loses_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "p402.db"
+
+    async def before_the_crash() -> str:
+        store = SqliteStore(str(path))
+        _, hold, body = await reserve(store, POLICY, who("alice"))
+        assert hold is not None
+        assert await store.settle(hold, ESTIMATE // 2, settle_entry(body, ESTIMATE // 2))
+        _, bob_hold, _ = await reserve(store, POLICY, who("bob"))
+        assert bob_hold is not None
+        store._checkpointer.close()  # type: ignore[union-attr]
+        store.db.close()  # the process dies: nothing is flushed on the way out
+        return bob_hold
+
+    bob_hold = asyncio.run(before_the_crash())
+    assert table(path) == {}  # the counters table never saw these requests
+
+    async def after_the_restart() -> None:
+        store = SqliteStore(str(path))
+        try:
+            # The ledger has every effect: $0.001 settled and bob's $0.002 still reserved.
+            assert await store.balances(KEYS) == {k: (ESTIMATE // 2, ESTIMATE) for k in KEYS}
+            assert (await reserve(store, POLICY, who("carol")))[0].allowed  # $0.001 + 2 x $0.002 of $0.005
+            assert not (await reserve(store, POLICY, who("dave")))[0].allowed
+            assert await store.live_holds() == 2 and bob_hold
+            await store.flush_counters()
+            assert table(path) == {k.budget_id: (ESTIMATE // 2, 2 * ESTIMATE) for k in KEYS}
+            assert chain_ok(store) == 5
+        finally:
+            await store.close()
+
+    asyncio.run(after_the_restart())
+
+
+def test_a_store_file_from_before_the_fold_keeps_its_balances(tmp_path: Path) -> None:
+    path = tmp_path / "p402.db"
+
+    async def write() -> None:
+        store = SqliteStore(str(path))
+        _, hold, body = await reserve(store, POLICY, who("alice"))
+        assert hold is not None and await store.settle(hold, ESTIMATE, settle_entry(body, ESTIMATE))
+        await reserve(store, POLICY, who("bob"))
+        await store.close()  # writes the counters out
+
+    asyncio.run(write())
+    with sqlite3.connect(path) as db:  # what an older p402 left: no effects column, counters written inline
+        db.execute("ALTER TABLE ledger DROP COLUMN effects")
+        db.execute("DELETE FROM meta WHERE k='counters_seq'")
+
+    async def upgraded() -> None:
+        store = SqliteStore(str(path))
+        try:
+            assert await store.balances(KEYS) == {k: (ESTIMATE, ESTIMATE) for k in KEYS}
+            decision, hold, _ = await reserve(store, POLICY, who("carol"))
+            assert hold is None and decision.deny_code == "BUDGET_EXCEEDED"  # $0.004 of $0.005 is taken
+            assert chain_ok(store) == 4
+        finally:
+            await store.close()
+        assert table(path) == {k.budget_id: (ESTIMATE, ESTIMATE) for k in KEYS}
+
+    asyncio.run(upgraded())
+
+
+def test_effects_changed_outside_p402_fail_closed_with_the_row_named(tmp_path: Path) -> None:
+    path = tmp_path / "p402.db"
+
+    async def write() -> None:
+        store = SqliteStore(str(path))
+        await reserve(store, POLICY, who("alice"))
+        store._checkpointer.close()  # type: ignore[union-attr]
+        store.db.close()  # not flushed: the next store must read the row's effects
+
+    asyncio.run(write())
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE ledger SET effects = '[[\"eng-month\", 1]]' WHERE seq = 1")
+
+    async def reopen() -> None:
+        store = SqliteStore(str(path))
+        try:
+            with pytest.raises(StoreUnavailable, match="ledger row 1: its effects cannot be read"):
+                await reserve(store, POLICY, who("bob"))
+        finally:
+            await store.close()  # closing still works (and writes nothing out)
+
+    asyncio.run(reopen())
