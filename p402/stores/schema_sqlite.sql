@@ -7,26 +7,24 @@ CREATE TABLE IF NOT EXISTS api_keys (
   owner_kind TEXT NOT NULL, owner_id TEXT NOT NULL, department TEXT NOT NULL DEFAULT '',
   employee TEXT NOT NULL DEFAULT '', workflow TEXT NOT NULL DEFAULT '', prefix TEXT NOT NULL DEFAULT '',
   created_at TEXT NOT NULL, revoked_at TEXT);
--- Balances per budget, member and window: the ledger's effects summed up to meta `counters_seq`
--- (see p402/stores/sqlite.py); the store adds the effects of later rows when it reads them.
+-- Balances per budget, member and window. This table, `holds` and `spend` are the ledger's effects
+-- folded up to meta `folded_seq` (p402/stores/sqlite.py); the store folds in later rows itself.
 CREATE TABLE IF NOT EXISTS counters (
   budget_id TEXT NOT NULL, member TEXT NOT NULL, window INTEGER NOT NULL,
   settled INTEGER NOT NULL DEFAULT 0, reserved INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (budget_id, member, window)) WITHOUT ROWID;
--- Live holds only (requests in flight): one clustered B-tree, one page per write. The expiry
--- sweep (every few seconds) scans this small table instead of keeping an index on every write.
+-- Live holds only (requests in flight), as of `folded_seq`: the store keeps the current ones in memory.
 CREATE TABLE IF NOT EXISTS holds (
   id TEXT PRIMARY KEY, event_id TEXT NOT NULL, amount INTEGER NOT NULL, keys TEXT NOT NULL,
   expires_at REAL NOT NULL, department TEXT NOT NULL DEFAULT '', context TEXT NOT NULL DEFAULT '{}') WITHOUT ROWID;
--- Spend rollups, one row per day and attribution, kept in the settlement's transaction.
+-- Spend rollups, one row per day and attribution, as of `folded_seq`.
 CREATE TABLE IF NOT EXISTS spend (
   day INTEGER NOT NULL, department TEXT NOT NULL, employee TEXT NOT NULL, project TEXT NOT NULL,
   customer TEXT NOT NULL, feature TEXT NOT NULL, workflow TEXT NOT NULL, key_id TEXT NOT NULL, model TEXT NOT NULL,
   cost INTEGER NOT NULL DEFAULT 0, requests INTEGER NOT NULL DEFAULT 0, denied INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (day, department, employee, project, customer, feature, workflow, key_id, model)) WITHOUT ROWID;
 -- The hash-chained ledger. Indexed columns are copies of body fields, checked by verify.
--- `effects`: what the row does to the counters, [[budget_id, member, window, settled_delta,
--- reserved_delta], ...]; the counters table above is their sum up to meta `counters_seq`.
+-- `effects`: what the row changes in counters, holds and spend (the format: p402/stores/fold.py).
 CREATE TABLE IF NOT EXISTS ledger (
   seq INTEGER PRIMARY KEY, event_id TEXT NOT NULL, ts TEXT NOT NULL, kind TEXT NOT NULL,
   deny_code TEXT, department TEXT, employee TEXT, project TEXT, customer TEXT, feature TEXT,

@@ -6,24 +6,26 @@ thread. `BEGIN IMMEDIATE` takes SQLite's single write lock up front, so the
 balances a decision reads cannot change before its reservation is written, on
 one process or many sharing the file (WAL mode).
 
-Balances are a fold of the ledger. Every ledger row that moves a budget
-carries its effects on the counters ([budget, member, window, settled delta,
-reserved delta], ...) in its `effects` column, written in the same transaction.
-A reservation writes its hold and its ledger row; a settlement deletes the hold
-and writes its spend rollup and ledger row; neither writes a counter row. The
-`counters` table is the fold written out up to the ledger row named by meta
-`counters_seq`, brought up to date in batches by `flush_counters` (the gateway
-calls it every `wiring.COUNTER_FLUSH_INTERVAL_S`; readers of the table call it first),
-where one upsert per counter carries every request since the last batch.
+The store's state is a fold of the ledger (`p402.stores.fold`). Every ledger
+row that changes state carries its effects in its `effects` column, written in
+the same transaction: a reservation's row opens a hold and adds its estimate to
+each counter's reserved amount; a settlement's row closes the hold, moves the
+amounts from reserved to settled and adds to a spend rollup; a denial's row
+counts the denial. So a request writes exactly its two ledger rows. The
+`counters`, `holds` and `spend` tables are the fold written out up to the row
+named by meta `folded_seq`, in batches (`flush_counters`: the gateway calls it
+every `wiring.COUNTER_FLUSH_INTERVAL_S`, every reader of those tables calls it
+first, and so does `close`); a batch carries every request since the last one,
+and a hold opened and closed in between never touches the holds table.
 
 Each connection keeps the fold in memory: exact balances for the counters it
-has used, and the summed effects of the rows after `counters_seq`. Each
-transaction first asks SQLite for `PRAGMA data_version`, which changes when any
-*other* connection (another replica, a CLI) has committed; if it has, the rows
-written since are folded in before anything is decided. Replicas on one file
-therefore decide on the same balances as one process would, and a crash loses
-nothing: a row and its effects commit together, and a restarted store folds
-forward from `counters_seq`.
+has used, every live hold, and the deltas since `folded_seq`. Each transaction
+first asks SQLite for `PRAGMA data_version`, which changes when any *other*
+connection (another replica, a CLI) has committed; if it has, the rows written
+since are folded in before anything is decided. Replicas on one file therefore
+decide on the same state as one process would, and a crash loses nothing: a row
+and its effects commit together, and a restarted store folds forward from
+`folded_seq`.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from p402.core.decision import Decision, Plan
 from p402.core.ids import new_id
 from p402.core.ledger import GENESIS_HASH, ChainRow, chain_hash
 from p402.core.policy import CounterKey
+from p402.stores.fold import Fold, Hold, Key, parse_effects
 from p402.errors import Conflict, NotFound, StoreError, StoreUnavailable
 from p402.stores.layout import LEDGER_COLUMNS, SPEND_KEYS, ledger_query
 from p402.pipeline.ports import EntryBuilder, HoldInfo, KeyRecord, LedgerEvent, LedgerFilter
@@ -63,16 +66,17 @@ DEFAULT_BUSY_TIMEOUT_MS = 1000
 # bounds the WAL if that thread ever falls behind.
 CHECKPOINT_INTERVAL_S = 0.05
 WAL_AUTOCHECKPOINT_PAGES = 10_000
-_FLUSH_COUNTER = ("INSERT INTO counters (budget_id, member, window, settled, reserved) VALUES (?,?,?,?,?) "
-                  "ON CONFLICT DO UPDATE SET settled = settled + excluded.settled, "
-                  "reserved = reserved + excluded.reserved")
+_ADD_COUNTER = ("INSERT INTO counters (budget_id, member, window, settled, reserved) VALUES (?,?,?,?,?) "
+                "ON CONFLICT DO UPDATE SET settled = settled + excluded.settled, "
+                "reserved = reserved + excluded.reserved")
+_ADD_SPEND = ("INSERT INTO spend (day, department, employee, project, customer, feature, workflow, key_id, model, "
+              "cost, requests, denied) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET "
+              "cost = cost + excluded.cost, requests = requests + excluded.requests, denied = denied + excluded.denied")
 # Exact balances kept in memory (module docstring); dropped, and read again as needed, when more.
 MAX_CACHED_COUNTERS = 65_536
 # Rows whose effects may wait in memory before a transaction writes them out itself (the
 # gateway's flushes come long before: this bounds memory where nobody calls flush_counters).
 MAX_PENDING_ROWS = 20_000
-Key = tuple[str, str, int]  # a CounterKey, or the plain tuple it equals
-Effect = Sequence[Any]  # (budget_id, member, window, settled delta, reserved delta)
 
 
 def _dumps(value: object) -> bytes:
@@ -103,12 +107,8 @@ class SqliteStore:
         self._checkpointer = _Checkpointer(path) if path != ":memory:" else None
         # The fold (module docstring), current as of ledger row `_seq` while data_version is `_seen`.
         self._seen: int | None = None
-        self._folded = False  # False: start again from the counters table
-        self._seq, self._hash = 0, GENESIS_HASH  # the last row folded, and its hash
-        self._flushed = 0  # the counters table holds the effects of rows up to here
-        self._counters: dict[Key, tuple[int, int]] = {}  # exact (settled, reserved) as of `_seq`
-        self._pending: dict[Key, list[int]] = {}  # effects of rows in (_flushed, _seq], summed per counter
-        self._pending_rows: list[tuple[int, Sequence[Effect]]] = []  # the same rows, in order
+        self._folded = False  # False: start again from the tables
+        self.fold = Fold()
 
     @classmethod
     def from_url(cls, url: str) -> "SqliteStore":
@@ -125,7 +125,7 @@ class SqliteStore:
             raise StoreUnavailable(f"store URL {url!r}: unknown parameter(s) {', '.join(params)}")
         return cls(path, timeout)
 
-    # -- transactions ---------------------------------------------------------
+    # -- transactions and the fold (module docstring) -------------------------------
 
     def _txn(self) -> "_Txn":
         return _Txn(self)
@@ -134,113 +134,88 @@ class SqliteStore:
         """Inside a fresh write transaction: fold in whatever another connection wrote."""
         version = self.db.execute("PRAGMA data_version").fetchone()[0]
         if version != self._seen or not self._folded:
-            self._fold()
+            self._catch_up()
             self._seen = version
-        if len(self._counters) > MAX_CACHED_COUNTERS:
-            self._counters.clear()  # read again from the table and the pending effects as needed
-        if len(self._pending_rows) > MAX_PENDING_ROWS:
-            self._flush()
+        fold = self.fold
+        if len(fold.counters) > MAX_CACHED_COUNTERS:
+            fold.counters.clear()  # read again from the table and the deltas, as needed
+        if len(fold.rows) > MAX_PENDING_ROWS:
+            self._write_out()
 
     def _forget(self) -> None:
         """After a transaction that did not commit: what memory holds may be wrong; start again."""
         self._seen, self._folded = None, False
 
-    def _fold(self) -> None:
+    def _catch_up(self) -> None:
         """Bring the fold up to the ledger's last row (inside a write transaction)."""
-        row = self.db.execute("SELECT v FROM meta WHERE k='counters_seq'").fetchone()
+        row = self.db.execute("SELECT v FROM meta WHERE k='folded_seq'").fetchone()
         flushed = int(row[0]) if row else 0
-        if not self._folded or flushed < self._flushed:
-            self._counters.clear()
-            self._pending.clear()
-            self._pending_rows.clear()
+        fold = self.fold
+        if not self._folded or flushed < fold.flushed:
             head = self.db.execute("SELECT hash FROM ledger WHERE seq=?", (flushed,)).fetchone()
-            self._seq, self._hash = flushed, head[0] if head else GENESIS_HASH
-            self._flushed = flushed
+            holds = {r[0]: Hold(r[1], r[2], tuple((k[0], k[1], k[2]) for k in orjson.loads(r[3])), r[4], r[5], r[6])
+                     for r in self.db.execute("SELECT id, event_id, amount, keys, expires_at, department, context "
+                                              "FROM holds")}
+            fold.restart(flushed, head[0] if head else GENESIS_HASH, holds)
             self._folded = True
         for seq, digest, effects in self.db.execute("SELECT seq, hash, effects FROM ledger WHERE seq > ? "
-                                                    "ORDER BY seq", (self._seq,)):
-            if effects:
-                try:
-                    self._apply(seq, _effects(effects))
-                except ValueError as exc:
-                    self._forget()
-                    raise StoreUnavailable(f"ledger row {seq}: its effects cannot be read ({exc}); "
-                                           f"the file was changed outside p402 (run p402 ledger verify)") from None
-            self._seq, self._hash = seq, digest
-        if flushed > self._flushed:  # another connection wrote the fold out: drop what it wrote
-            self._drop_flushed(flushed)
-
-    def _apply(self, seq: int, effects: Sequence[Effect]) -> None:
-        counters, pending = self._counters, self._pending
-        for budget_id, member, window, settled, reserved in effects:
-            key = (budget_id, member, window)
-            known = counters.get(key)
-            if known is not None:
-                counters[key] = (known[0] + settled, known[1] + reserved)
-            sums = pending.get(key)
-            if sums is None:
-                pending[key] = [settled, reserved]
-            else:
-                sums[0] += settled
-                sums[1] += reserved
-        self._pending_rows.append((seq, effects))
-
-    def _drop_flushed(self, upto: int) -> None:
-        rows, pending = self._pending_rows, self._pending
-        done = 0
-        while done < len(rows) and rows[done][0] <= upto:
-            for budget_id, member, window, settled, reserved in rows[done][1]:
-                sums = pending[(budget_id, member, window)]  # zero sums stay: later rows may add to them
-                sums[0] -= settled
-                sums[1] -= reserved
-            done += 1
-        del rows[:done]
-        self._flushed = upto
+                                                    "ORDER BY seq", (fold.seq,)):
+            try:
+                fold.apply(seq, digest, parse_effects(effects) if effects else None)
+            except ValueError as exc:
+                self._forget()
+                raise StoreUnavailable(f"ledger row {seq}: its effects cannot be read ({exc}); "
+                                       f"the file was changed outside p402 (run p402 ledger verify)") from None
+        if flushed > fold.flushed:  # another connection wrote the fold out meanwhile
+            fold.written_through(flushed)
 
     def _balances(self, keys: Sequence[Key]) -> dict[Key, tuple[int, int]]:
         """The exact (settled, reserved) of `keys` (inside a transaction); returns the whole cache."""
-        cached = self._counters
-        missing = [k for k in keys if k not in cached]
+        fold = self.fold
+        missing = [k for k in keys if k not in fold.counters]
         if missing:
             # One statement for all the counters not in memory (a UNION ALL of primary-key
             # lookups), not one per counter: each statement costs microseconds of overhead.
             table = {(b, m, w): (settled, reserved) for b, m, w, settled, reserved in self.db.execute(
                 _select_counters(len(missing)), [v for k in missing for v in k])}
             for k in missing:
-                settled, reserved = table.get(k, (0, 0))  # a window nobody has spent in has no row
-                sums = self._pending.get(k)
-                cached[k] = (settled + sums[0], reserved + sums[1]) if sums else (settled, reserved)
-        return cached
+                fold.balance(k, table.get(k, (0, 0)))  # a window nobody has spent in has no row
+        return fold.counters
 
-    def _flush(self) -> int:
-        """Write the pending effects into the counters table (inside a transaction)."""
-        if self._flushed == self._seq:
+    def _write_out(self) -> int:
+        """Write the fold into the counters, holds and spend tables (inside a transaction)."""
+        fold = self.fold
+        if fold.flushed == fold.seq:
             return 0
-        changes = [(*k, s[0], s[1]) for k, s in self._pending.items() if s[0] or s[1]]
-        self.db.executemany(_FLUSH_COUNTER, changes)
-        self.db.execute("INSERT INTO meta (k, v) VALUES ('counters_seq', ?) ON CONFLICT DO UPDATE SET v=excluded.v",
-                        (str(self._seq),))
-        self._pending.clear()
-        self._pending_rows.clear()
-        self._flushed = self._seq
-        return len(changes)
+        counters = fold.counter_changes()
+        self.db.executemany(_ADD_COUNTER, counters)
+        self.db.executemany(_ADD_SPEND, fold.spend_changes())
+        in_table = {r[0] for r in self.db.execute("SELECT id FROM holds")}
+        self.db.executemany("DELETE FROM holds WHERE id=?", [(h,) for h in in_table - fold.holds.keys()])
+        self.db.executemany("INSERT INTO holds (id, event_id, amount, keys, expires_at, department, context) "
+                            "VALUES (?,?,?,?,?,?,?)",
+                            [(h, x.event_id, x.amount, _dumps(x.keys).decode(), x.expires_at, x.department,
+                              x.context) for h, x in fold.holds.items() if h not in in_table])
+        self.db.execute("INSERT INTO meta (k, v) VALUES ('folded_seq', ?) ON CONFLICT DO UPDATE SET v=excluded.v",
+                        (str(fold.seq),))
+        fold.written()
+        return len(counters)
 
     async def flush_counters(self) -> int:
-        """Bring the counters table up to date with the ledger; how many counters it wrote."""
+        """Bring the counters, holds and spend tables up to date with the ledger; how many counters it wrote."""
         with self._txn():
-            return self._flush()
+            return self._write_out()
 
-    def _append(self, entry: dict[str, Any], effects: Sequence[Effect] | None = None) -> int:
-        """Append one ledger row (and what it does to the counters) inside the caller's transaction."""
-        seq, prev = self._seq + 1, self._hash
+    def _append(self, entry: dict[str, Any], effects: dict[str, Any] | None = None) -> int:
+        """Append one ledger row (and what it changes) inside the caller's transaction."""
+        fold = self.fold
+        seq, prev = fold.seq + 1, fold.hash
         entry["seq"] = seq
         body = _dumps(entry)
         digest = chain_hash(prev, body)
         self.db.execute(_INSERT_LEDGER, (seq, body.decode(), prev, digest, _dumps(effects).decode() if effects else None,
                                          *(entry.get(k) for k in LEDGER_COLUMNS.values())))
-        self._seq, self._hash = seq, digest
-        if effects:
-            self._apply(seq, effects)
+        fold.apply(seq, digest, effects)
         return seq
 
     # -- the hot path -----------------------------------------------------------
@@ -252,18 +227,15 @@ class SqliteStore:
             decision = decide(plan, cast(Mapping[CounterKey, tuple[int, int]], balances))
             hold_id = new_id("hold", now) if decision.allowed else None
             body = entry(decision, hold_id)
-            effects: list[Effect] | None = None
             if decision.allowed:
                 amount = decision.estimate_nanos
-                effects = [(*k, 0, amount) for k in decision.reserve_on]
-                context = {k: body.get(k, "") for k in SPEND_KEYS}
-                self.db.execute("INSERT INTO holds (id, event_id, amount, keys, expires_at, department, context) "
-                                "VALUES (?,?,?,?,?,?,?)",
-                                (hold_id, body["event_id"], amount,
-                                 _dumps([[k.budget_id, k.member, k.window] for k in decision.reserve_on]).decode(),
-                                 now.timestamp() + lease_s, body.get("department", ""), _dumps(context).decode()))
+                keys = [(k[0], k[1], k[2]) for k in decision.reserve_on]  # plain tuples: JSON arrays
+                context = _dumps({k: body.get(k, "") for k in SPEND_KEYS}).decode()
+                effects = {"c": [(*k, 0, amount) for k in keys],
+                           "h": (hold_id, body["event_id"], amount, keys, now.timestamp() + lease_s,
+                                 body.get("department") or "", context)}
             else:
-                self._count_spend(body, 0, denied=True)
+                effects = {"s": _spend(body, 0, denied=True)}
             self._append(body, effects)
         return decision, hold_id
 
@@ -272,40 +244,29 @@ class SqliteStore:
             return self._settle_in_txn(hold_id, cost_nanos, entry)
 
     def _settle_in_txn(self, hold_id: str, cost_nanos: int, entry: dict[str, Any]) -> bool:
-        row = self.db.execute("SELECT amount, keys, context FROM holds WHERE id=?", (hold_id,)).fetchone()
-        if row is None:
+        hold = self.fold.holds.get(hold_id)
+        if hold is None:
             return False
-        self.db.execute("DELETE FROM holds WHERE id=?", (hold_id,))
-        amount, keys, context = row[0], orjson.loads(row[1]), orjson.loads(row[2])
-        self._count_spend({**context, **entry}, cost_nanos, denied=False)
-        self._append(entry, [(budget_id, member, window, cost_nanos, -amount) for budget_id, member, window in keys])
+        self._append(entry, {"c": [(*k, cost_nanos, -hold.amount) for k in hold.keys], "x": hold_id,
+                             "s": _spend({**orjson.loads(hold.context), **entry}, cost_nanos, denied=False)})
         return True
-
-    def _count_spend(self, body: Mapping[str, Any], cost_nanos: int, denied: bool) -> None:
-        day = int(datetime.fromisoformat(body["ts"]).timestamp()) // 86400
-        self.db.execute(
-            "INSERT INTO spend (day, department, employee, project, customer, feature, workflow, key_id, model, "
-            "cost, requests, denied) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET "
-            "cost = cost + excluded.cost, requests = requests + excluded.requests, denied = denied + excluded.denied",
-            (day, *(body.get(k) or "" for k in SPEND_KEYS), cost_nanos, 0 if denied else 1, 1 if denied else 0))
 
     async def record(self, entry: dict[str, Any]) -> int:
         with self._txn():
-            if entry.get("kind") == "decision" and entry.get("outcome") == "deny":
-                self._count_spend(entry, 0, denied=True)
-            return self._append(entry)
+            denied = entry.get("kind") == "decision" and entry.get("outcome") == "deny"
+            return self._append(entry, {"s": _spend(entry, 0, denied=True)} if denied else None)
 
     async def expire_holds(self, now: datetime, make_entry: Callable[[HoldInfo], dict[str, Any]] | None = None) -> int:
-        expired = self.db.execute("SELECT id, event_id, amount, keys, expires_at FROM holds WHERE expires_at < ?",
-                                  (now.timestamp(),)).fetchall()
+        with self._txn():
+            expired = [(h, x) for h, x in self.fold.holds.items() if x.expires_at < now.timestamp()]
         count = 0
-        for hold_id, event_id, amount, keys, expires_at in expired:
-            info = HoldInfo(hold_id, event_id, amount,
-                            tuple(CounterKey(*k) for k in orjson.loads(keys)), expires_at)
+        for hold_id, hold in expired:
+            info = HoldInfo(hold_id, hold.event_id, hold.amount, tuple(CounterKey(*k) for k in hold.keys),
+                            hold.expires_at)
             entry = make_entry(info) if make_entry else {"kind": "expire", "event_id": new_id("evt", now),
-                                                         "ts": _iso(now), "ref": event_id}
+                                                         "ts": _iso(now), "ref": hold.event_id}
             with self._txn():
-                if self._settle_in_txn(hold_id, amount, entry):
+                if self._settle_in_txn(hold_id, hold.amount, entry):
                     count += 1
         return count
 
@@ -404,7 +365,7 @@ class SqliteStore:
 
     async def counters_of(self, budget_id: str, window: int) -> list[tuple[str, int, int]]:
         with self._txn():
-            self._flush()
+            self._write_out()
             return self.db.execute("SELECT member, settled, reserved FROM counters WHERE budget_id=? AND window=? "
                                    "ORDER BY member", (budget_id, window)).fetchall()
 
@@ -413,22 +374,23 @@ class SqliteStore:
         column = "key_id" if group_by == "key" else group_by
         if column not in ("department", "employee", "project", "customer", "feature", "workflow", "key_id", "model"):
             raise ValueError(f"cannot group spend by {group_by!r}")
-        rows = self.db.execute(f"SELECT {column}, SUM(cost), SUM(requests), SUM(denied) FROM spend "
-                               f"WHERE day >= ? AND day < ? GROUP BY {column}", (since_day, until_day)).fetchall()
+        with self._txn():
+            self._write_out()
+            rows = self.db.execute(f"SELECT {column}, SUM(cost), SUM(requests), SUM(denied) FROM spend "
+                                   f"WHERE day >= ? AND day < ? GROUP BY {column}", (since_day, until_day)).fetchall()
         return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
     async def reserved_by(self, group_by: str) -> dict[str, int]:
-        if group_by == "department":
-            rows = self.db.execute("SELECT department, SUM(amount) FROM holds GROUP BY department").fetchall()
-            return {r[0]: r[1] for r in rows}
         out: dict[str, int] = {}
-        for amount, context in self.db.execute("SELECT amount, context FROM holds"):
-            name = orjson.loads(context).get(group_by, "")
-            out[name] = out.get(name, 0) + amount
+        with self._txn():
+            for hold in self.fold.holds.values():
+                name = hold.department if group_by == "department" else orjson.loads(hold.context).get(group_by, "")
+                out[name] = out.get(name, 0) + hold.amount
         return out
 
     async def live_holds(self) -> int:
-        return int(self.db.execute("SELECT COUNT(*) FROM holds").fetchone()[0])
+        with self._txn():
+            return len(self.fold.holds)
 
     async def events(self, f: LedgerFilter) -> list[LedgerEvent]:
         sql, args = ledger_query(f, "?")
@@ -539,27 +501,22 @@ class _Txn:
             raise StoreError(f"store error: {exc}") from exc
 
 
-def _effects(text: str) -> list[tuple[str, str, int, int, int]]:
-    """A row's effects column, checked: ValueError if it is not what p402 writes."""
-    out = []
-    for item in orjson.loads(text):  # orjson.JSONDecodeError is a ValueError
-        if not (isinstance(item, list) and len(item) == 5 and isinstance(item[0], str) and isinstance(item[1], str)
-                and all(isinstance(v, int) and not isinstance(v, bool) for v in item[2:])):
-            raise ValueError(f"not [budget_id, member, window, settled, reserved]: {str(item)[:80]}")
-        out.append((item[0], item[1], item[2], item[3], item[4]))
-    return out
+def _spend(body: Mapping[str, Any], cost_nanos: int, denied: bool) -> tuple[Any, ...]:
+    """A spend rollup effect: the day and attribution, then cost, requests and denials."""
+    day = int(datetime.fromisoformat(body["ts"]).timestamp()) // 86400
+    return (day, *(body.get(k) or "" for k in SPEND_KEYS), cost_nanos, 0 if denied else 1, 1 if denied else 0)
 
 
 def _add_effects_column(db: sqlite3.Connection) -> None:
-    """A store written before balances were a fold of the ledger: its counters table already
-    holds every row's effects, so the fold starts after its last row."""
+    """A store written before its state was a fold of the ledger: its tables already hold every
+    row's effects, so the fold starts after its last row."""
     if any(r[1] == "effects" for r in db.execute("PRAGMA table_info(ledger)")):
         return
     db.execute("BEGIN IMMEDIATE")
     try:
         if not any(r[1] == "effects" for r in db.execute("PRAGMA table_info(ledger)")):  # another process?
             db.execute("ALTER TABLE ledger ADD COLUMN effects TEXT")
-            db.execute("INSERT INTO meta (k, v) SELECT 'counters_seq', COALESCE(MAX(seq), 0) FROM ledger "
+            db.execute("INSERT INTO meta (k, v) SELECT 'folded_seq', COALESCE(MAX(seq), 0) FROM ledger "
                        "WHERE true ON CONFLICT DO UPDATE SET v=excluded.v")
         db.execute("COMMIT")
     except BaseException:

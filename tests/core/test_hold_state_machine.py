@@ -4,8 +4,8 @@ Hypothesis drives random sequences against a model kept beside the store: each
 counter's settled and reserved amounts, and each live hold with the moment it was
 reserved. Up to three store instances (replicas) share the file, and each step
 runs on one of them. After every step every replica's balances and the holds
-equal the model's exactly; whenever the counters table is written out, it equals
-the model too; a request is admitted exactly when it fits every counter; a hold
+equal the model's exactly; whenever the counters and holds tables are written
+out, they equal the model too; a request is admitted exactly when it fits every counter; a hold
 is expired exactly when its lease ran out; `settled + reserved <= cap + that
 counter's own overruns`; and the ledger's hash chain verifies.
 """
@@ -88,6 +88,7 @@ class Holds(RuleBasedStateMachine):
         # A counter whose effects cancelled out before any write-out may have no row: it is zero.
         assert {k: v for k, v in table.items() if v != [0, 0]} == {k: v for k, v in self.counters.items()
                                                                     if v != [0, 0]}
+        assert {r[0] for r in self._on(on).db.execute("SELECT id FROM holds")} == set(self.live)
 
     @rule(employee=st.sampled_from(["alice", "bob"]), max_tokens=st.integers(1, 40), input_tokens=st.integers(0, 10),
           on=replica)
@@ -139,11 +140,11 @@ class Holds(RuleBasedStateMachine):
     def store_equals_the_model(self) -> None:
         if not hasattr(self, "stores"):
             return
-        assert {r[0] for r in self.stores[0].db.execute("SELECT id FROM holds")} == set(self.live)
         keys = [CounterKey(b, m, 0) for b, m in self.counters]  # `total` budgets: one window, starting at 0
         for store in self.stores:
             balances = self._run(store.balances(keys))
             assert {(k.budget_id, k.member): list(v) for k, v in balances.items()} == self.counters
+            assert self._run(store.live_holds()) == len(self.live)
         for key, (settled, reserved) in self.counters.items():
             assert reserved >= 0
             assert settled + reserved <= self._cap(key[0]) + self.overruns.get(key, 0)

@@ -73,7 +73,7 @@ def test_a_store_file_from_before_the_fold_keeps_its_balances(tmp_path: Path) ->
     asyncio.run(write())
     with sqlite3.connect(path) as db:  # what an older p402 left: no effects column, counters written inline
         db.execute("ALTER TABLE ledger DROP COLUMN effects")
-        db.execute("DELETE FROM meta WHERE k='counters_seq'")
+        db.execute("DELETE FROM meta WHERE k='folded_seq'")
 
     async def upgraded() -> None:
         store = SqliteStore(str(path))

@@ -270,6 +270,23 @@ def test_spend_rollups_group_settled_cost_requests_and_denials(store: Any, run: 
     assert run(store.live_holds()) == 1
 
 
+def test_every_replica_reports_the_same_spend_and_holds(backend: Any, store: Any, run: Any) -> None:
+    # Spend, reserved amounts and live holds written by one replica, read by another, and read
+    # again by the first after the other has reported them: each request counted exactly once.
+    other = backend.open()
+    _seed_spend(store, run)
+    everyone = {"alice": (1_200_000, 1, 0), "bob": (0, 0, 1), "carol": (700_000, 1, 0), "dave": (400_000, 1, 0),
+                "frank": (0, 0, 1)}
+    assert run(other.spend("employee", DAY, DAY + 1)) == everyone
+    _, hold, body = run(reserve(other, TIGHT, who("gina")))
+    assert run(other.settle(hold, 300_000, settle_entry(body, 300_000)))
+    assert run(store.spend("employee", DAY, DAY + 1)) == {**everyone, "gina": (300_000, 1, 0)}
+    assert run(other.spend("employee", DAY, DAY + 1)) == {**everyone, "gina": (300_000, 1, 0)}
+    for replica in (store, other):
+        assert run(replica.reserved_by("employee")) == {"erin": ESTIMATE}
+        assert run(replica.live_holds()) == 1
+
+
 def test_events_filter_newest_first_and_event_lookup(store: Any, run: Any) -> None:
     _seed_spend(store, run)
 
