@@ -38,6 +38,8 @@ async def measure(config_path: str, n: int, warmup: int = 2_000) -> dict[str, An
     from benchmarks.org import chat_body, clients
 
     runtime = await build_runtime(load_config(config_path))
+    gc.collect()
+    gc.freeze()  # as `p402 serve` does once started (p402/web/app.py)
     gateway, store = runtime.gateway, runtime.store
     policy = runtime.policies.current
     model = policy.models[chat_body()["model"]]
