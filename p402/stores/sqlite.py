@@ -186,6 +186,7 @@ class SqliteStore:
         """Write the fold into the counters, holds and spend tables (inside a transaction)."""
         fold = self.fold
         if fold.flushed == fold.seq:
+            fold.written()  # another connection wrote everything out: drop the (zero) sums it left
             return 0
         counters = fold.counter_changes()
         self.db.executemany(_ADD_COUNTER, counters)
@@ -213,9 +214,10 @@ class SqliteStore:
         entry["seq"] = seq
         body = _dumps(entry)
         digest = chain_hash(prev, body)
-        self.db.execute(_INSERT_LEDGER, (seq, body.decode(), prev, digest, _dumps(effects).decode() if effects else None,
+        # Every row has effects, `{}` when it changes nothing: a row without is an earlier p402's.
+        self.db.execute(_INSERT_LEDGER, (seq, body.decode(), prev, digest, _dumps(effects or {}).decode(),
                                          *(entry.get(k) for k in LEDGER_COLUMNS.values())))
-        fold.apply(seq, digest, effects)
+        fold.apply(seq, digest, effects or None)
         return seq
 
     # -- the hot path -----------------------------------------------------------
@@ -477,11 +479,23 @@ class _Txn:
         try:
             self.db.execute("BEGIN IMMEDIATE")
             self.store._began()
-        except sqlite3.Error as exc:
+        except BaseException as exc:
+            # Whatever failed (SQLite, or a ledger row the fold cannot read), the write lock
+            # must not stay held: every other process on the file would wait for it.
             self.store._forget()
-            if self.db.in_transaction:
+            self._rollback()
+            if isinstance(exc, sqlite3.Error):
+                raise StoreUnavailable(f"store unavailable: {exc}") from exc
+            if isinstance(exc, ValueError):
+                raise StoreUnavailable(f"store unavailable: unreadable state in the store file ({exc})") from exc
+            raise
+
+    def _rollback(self) -> None:
+        if self.db.in_transaction:
+            try:
                 self.db.execute("ROLLBACK")
-            raise StoreUnavailable(f"store unavailable: {exc}") from exc
+            except sqlite3.Error:
+                pass  # SQLite already rolled back (a failed COMMIT on a full disk or an I/O error)
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         if exc is None:
@@ -490,11 +504,10 @@ class _Txn:
                 return
             except sqlite3.Error as err:
                 self.store._forget()
-                self.db.execute("ROLLBACK")
+                self._rollback()
                 raise StoreUnavailable(f"store unavailable: {err}") from err
         self.store._forget()
-        if self.db.in_transaction:
-            self.db.execute("ROLLBACK")
+        self._rollback()
         if isinstance(exc, sqlite3.OperationalError):
             raise StoreUnavailable(f"store unavailable: {exc}") from exc
         if isinstance(exc, sqlite3.Error):
@@ -507,10 +520,23 @@ def _spend(body: Mapping[str, Any], cost_nanos: int, denied: bool) -> tuple[Any,
     return (day, *(body.get(k) or "" for k in SPEND_KEYS), cost_nanos, 0 if denied else 1, 1 if denied else 0)
 
 
+# An earlier p402 still running on an upgraded file would write rows without effects (which the
+# fold would read as changing nothing) and keep its balances in tables that lag: both sides would
+# then decide on less than was reserved. This makes such a process's writes fail (closed) instead.
+_REFUSE_ROWS_WITHOUT_EFFECTS = (
+    "CREATE TRIGGER IF NOT EXISTS ledger_rows_need_effects BEFORE INSERT ON ledger "
+    "WHEN NEW.effects IS NULL BEGIN "
+    "SELECT RAISE(ABORT, 'this store file keeps its balances as a fold of the ledger: every p402 "
+    "process that writes to it must be of that version or later'); END")
+
+
 def _add_effects_column(db: sqlite3.Connection) -> None:
     """A store written before its state was a fold of the ledger: its tables already hold every
-    row's effects, so the fold starts after its last row."""
+    row's effects, so the fold starts after its last row. Earlier p402s are kept from writing to it."""
     if any(r[1] == "effects" for r in db.execute("PRAGMA table_info(ledger)")):
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE type='trigger' AND name='ledger_rows_need_effects'"
+                          ).fetchone():
+            db.execute(_REFUSE_ROWS_WITHOUT_EFFECTS)
         return
     db.execute("BEGIN IMMEDIATE")
     try:
@@ -518,6 +544,7 @@ def _add_effects_column(db: sqlite3.Connection) -> None:
             db.execute("ALTER TABLE ledger ADD COLUMN effects TEXT")
             db.execute("INSERT INTO meta (k, v) SELECT 'folded_seq', COALESCE(MAX(seq), 0) FROM ledger "
                        "WHERE true ON CONFLICT DO UPDATE SET v=excluded.v")
+        db.execute(_REFUSE_ROWS_WITHOUT_EFFECTS)
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")

@@ -225,9 +225,11 @@ def _shift_and_forge(db: sqlite3.Connection, after: int) -> None:
                          "seq": after + 1, "action": "update", "object": "budget", "object_id": "acme-month",
                          "actor": "nobody", "before": None, "after": {"cap_usd": "99999999"}},
                         option=orjson.OPT_SORT_KEYS)
-    db.execute("INSERT INTO ledger (seq, event_id, ts, kind, body, prev_hash, hash) VALUES (?,?,?,?,?,?,?)",
+    # `effects` too: the store file refuses rows without (an earlier p402's); a forger writes them.
+    db.execute("INSERT INTO ledger (seq, event_id, ts, kind, body, prev_hash, hash, effects) "
+               "VALUES (?,?,?,?,?,?,?,?)",
                (after + 1, "evt_forged", "2026-01-01T00:00:00.000Z", "policy", body.decode(), prev,
-                chain_hash(prev, body)))
+                chain_hash(prev, body), "{}"))
 
 
 def _edit_body(db: sqlite3.Connection, seq: int) -> None:
@@ -253,8 +255,9 @@ TAMPERING = {  # name -> (how, the row verify must name, words of its reason)
     "reorder two rows": (lambda db: _swap(db, 4, 5, "body, prev_hash, hash, event_id, kind"), 4, "prev_hash"),
     "insert a forged row": (lambda db: _shift_and_forge(db, 5), 7, "prev_hash does not match"),
     "append a row": (lambda db: db.execute(
-        "INSERT INTO ledger (seq, event_id, ts, kind, body, prev_hash, hash) SELECT seq + 1, 'evt_x', ts, kind, "
-        "body, hash, hash FROM ledger WHERE seq = (SELECT MAX(seq) FROM ledger)"), 13, "hash does not match"),
+        "INSERT INTO ledger (seq, event_id, ts, kind, body, prev_hash, hash, effects) SELECT seq + 1, 'evt_x', ts, "
+        "kind, body, hash, hash, '{}' FROM ledger WHERE seq = (SELECT MAX(seq) FROM ledger)"), 13,
+        "hash does not match"),
 }
 
 

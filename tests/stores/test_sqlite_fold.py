@@ -72,6 +72,7 @@ def test_a_store_file_from_before_the_fold_keeps_its_balances(tmp_path: Path) ->
 
     asyncio.run(write())
     with sqlite3.connect(path) as db:  # what an older p402 left: no effects column, counters written inline
+        db.execute("DROP TRIGGER ledger_rows_need_effects")
         db.execute("ALTER TABLE ledger DROP COLUMN effects")
         db.execute("DELETE FROM meta WHERE k='folded_seq'")
 
@@ -84,6 +85,8 @@ def test_a_store_file_from_before_the_fold_keeps_its_balances(tmp_path: Path) ->
             assert chain_ok(store) == 4
         finally:
             await store.close()
+        with sqlite3.connect(path) as db:  # and the upgraded file now refuses rows without effects
+            assert db.execute("SELECT 1 FROM sqlite_master WHERE name='ledger_rows_need_effects'").fetchone()
         assert table(path) == {k.budget_id: (ESTIMATE, ESTIMATE) for k in KEYS}
 
     asyncio.run(upgraded())
@@ -92,22 +95,63 @@ def test_a_store_file_from_before_the_fold_keeps_its_balances(tmp_path: Path) ->
 def test_effects_changed_outside_p402_fail_closed_with_the_row_named(tmp_path: Path) -> None:
     path = tmp_path / "p402.db"
 
-    async def write() -> None:
+    async def scenario() -> None:
         store = SqliteStore(str(path))
-        await reserve(store, POLICY, who("alice"))
-        store._checkpointer.close()  # type: ignore[union-attr]
-        store.db.close()  # not flushed: the next store must read the row's effects
-
-    asyncio.run(write())
-    with sqlite3.connect(path) as db:
-        db.execute("UPDATE ledger SET effects = '[[\"eng-month\", 1]]' WHERE seq = 1")
-
-    async def reopen() -> None:
-        store = SqliteStore(str(path))
+        healthy = SqliteStore(str(path))  # a replica that has already folded row 1
         try:
-            with pytest.raises(StoreUnavailable, match="ledger row 1: its effects cannot be read"):
-                await reserve(store, POLICY, who("bob"))
+            await reserve(store, POLICY, who("alice"))
+            assert (await reserve(healthy, POLICY, who("bob")))[0].allowed
+            with sqlite3.connect(path) as db:  # not written out yet: the next store must read row 1
+                db.execute("UPDATE ledger SET effects = '[[\"eng-month\", 1]]' WHERE seq = 1")
+            fresh = SqliteStore(str(path))
+            try:
+                with pytest.raises(StoreUnavailable, match="ledger row 1: its effects cannot be read"):
+                    await reserve(fresh, POLICY, who("carol"))
+                assert not fresh.db.in_transaction  # the file's write lock was let go
+            finally:
+                fresh._checkpointer.close()  # type: ignore[union-attr]
+                fresh.db.close()
+            # So the replica that folded row 1 before the edit keeps serving.
+            assert (await reserve(healthy, POLICY, who("dave")))[0].deny_code == "BUDGET_EXCEEDED"
         finally:
-            await store.close()  # closing still works (and writes nothing out)
+            await healthy.close()
+            await store.close()
 
-    asyncio.run(reopen())
+    asyncio.run(scenario())
+
+
+def test_an_earlier_p402_cannot_write_to_a_file_kept_as_a_fold(tmp_path: Path) -> None:
+    # Its rows would carry no effects, and it would read balances from tables that lag the ledger.
+    path = tmp_path / "p402.db"
+
+    async def create() -> None:
+        await SqliteStore(str(path)).close()
+
+    asyncio.run(create())
+    with sqlite3.connect(path) as db:
+        columns = "seq, event_id, ts, kind, body, prev_hash, hash"
+        with pytest.raises(sqlite3.IntegrityError, match="must be of that version or later"):
+            db.execute(f"INSERT INTO ledger ({columns}) VALUES (1, 'evt_x', '2026-12-01T00:00:00Z', 'decision', "
+                       f"'{{}}', 'x', 'y')")
+        with pytest.raises(sqlite3.IntegrityError, match="must be of that version or later"):
+            db.execute(f"INSERT INTO ledger ({columns}) VALUES (1, 'evt_y', '2026-12-01T00:00:00Z', 'policy', "
+                       f"'{{}}', 'x', 'y')")  # nor any other row: it would not know where the ledger is
+
+
+def test_a_replica_that_never_writes_out_keeps_no_deltas(tmp_path: Path) -> None:
+    path = tmp_path / "p402.db"
+
+    async def scenario() -> None:
+        busy, writer = SqliteStore(str(path)), SqliteStore(str(path))
+        try:
+            for name in ("alice", "bob"):
+                _, hold, body = await reserve(busy, POLICY, who(name))
+                assert hold is not None and await busy.settle(hold, 1000, settle_entry(body, 1000))
+            await writer.flush_counters()  # the other replica writes everything out first
+            assert await busy.flush_counters() == 0
+            assert not busy.fold.counter_deltas and not busy.fold.spend_deltas and not busy.fold.rows
+        finally:
+            await busy.close()
+            await writer.close()
+
+    asyncio.run(scenario())
