@@ -24,7 +24,8 @@ CREATE TABLE IF NOT EXISTS spend (
   cost INTEGER NOT NULL DEFAULT 0, requests INTEGER NOT NULL DEFAULT 0, denied INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (day, department, employee, project, customer, feature, workflow, key_id, model)) WITHOUT ROWID;
 -- The hash-chained ledger. Indexed columns are copies of body fields, checked by verify.
--- `effects`: what the row changes in counters, holds and spend (the format: p402/stores/fold.py).
+-- `effects`: what the row changes in counters, holds and spend (the format: p402/stores/fold.py);
+-- `{}` when nothing. The store adds a trigger that refuses rows without it (an earlier p402's).
 CREATE TABLE IF NOT EXISTS ledger (
   seq INTEGER PRIMARY KEY, event_id TEXT NOT NULL, ts TEXT NOT NULL, kind TEXT NOT NULL,
   deny_code TEXT, department TEXT, employee TEXT, project TEXT, customer TEXT, feature TEXT,
