@@ -35,7 +35,7 @@ from p402.providers.prices import catalog_tiers
 __all__ = ["Runtime", "open_store", "build_runtime", "priced_models", "EXPIRY_INTERVAL_S"]
 
 EXPIRY_INTERVAL_S = 5.0
-COUNTER_FLUSH_INTERVAL_S = 0.25  # SQLite: how stale the counters table may get (p402.stores.sqlite)
+WRITE_OUT_INTERVAL_S = 0.25  # SQLite: how far its counters, holds and spend tables may lag (p402.stores.sqlite)
 SEAL_CHECK_INTERVAL_S = 1.0  # how often the sealer looks; it seals per ledger.checkpoint_* settings
 log = logging.getLogger("p402")
 
@@ -100,11 +100,11 @@ class Runtime:
         self.tasks.append(asyncio.ensure_future(self._every(SEAL_CHECK_INTERVAL_S, self.seal)))
         self.tasks.append(asyncio.ensure_future(self._every(EXPIRY_INTERVAL_S, self.expire)))
         self.tasks.append(asyncio.ensure_future(self._every(EXPIRY_INTERVAL_S, self.replay_spool)))
-        self.tasks.append(asyncio.ensure_future(self._every(COUNTER_FLUSH_INTERVAL_S, self.flush_counters)))
+        self.tasks.append(asyncio.ensure_future(self._every(WRITE_OUT_INTERVAL_S, self.write_out)))
 
-    async def flush_counters(self) -> int:
-        """Write the ledger's latest effects out to the counters table (a no-op where they are written inline)."""
-        return int(await self.store.flush_counters())
+    async def write_out(self) -> int:
+        """Write the ledger's latest effects out to the store's tables (a no-op where they are written inline)."""
+        return int(await self.store.write_out())
 
     async def expire(self) -> int:
         now = self.clock()

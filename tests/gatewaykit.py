@@ -200,7 +200,7 @@ def counter_rows(db: Path | str) -> list[tuple[str, str, int, int, int]]:
     async def read() -> list[tuple[str, str, int, int, int]]:
         store = SqliteStore(str(db))
         try:
-            await store.flush_counters()
+            await store.write_out()
             return store.db.execute("SELECT budget_id, member, window, settled, reserved FROM counters").fetchall()
         finally:
             await store.close()

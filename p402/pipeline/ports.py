@@ -103,8 +103,8 @@ class BudgetStore(Protocol):
 
     async def find_key(self, secret_hash: str) -> KeyRecord | None: ...
 
-    async def flush_counters(self) -> int:
-        """Bring any balance table that lags the ledger up to date; how many counters it wrote."""
+    async def write_out(self) -> int:
+        """Bring any table that lags the ledger (balances, holds, spend) up to date; how many counters it wrote."""
         ...
 
     async def ping(self) -> None:

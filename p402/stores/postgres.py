@@ -207,8 +207,8 @@ class PostgresStore:
             if len(rows) < EXPIRE_BATCH:
                 return count
 
-    async def flush_counters(self) -> int:
-        """Counters are written in each reservation's own statement here: nothing waits to be written."""
+    async def write_out(self) -> int:
+        """Counters, holds and spend are written in each request's own statements here: nothing waits."""
         return 0
 
     async def ping(self) -> None:

@@ -13,8 +13,8 @@ each counter's reserved amount; a settlement's row closes the hold, moves the
 amounts from reserved to settled and adds to a spend rollup; a denial's row
 counts the denial. So a request writes exactly its two ledger rows. The
 `counters`, `holds` and `spend` tables are the fold written out up to the row
-named by meta `folded_seq`, in batches (`flush_counters`: the gateway calls it
-every `wiring.COUNTER_FLUSH_INTERVAL_S`, every reader of those tables calls it
+named by meta `folded_seq`, in batches (`write_out`: the gateway calls it
+every `wiring.WRITE_OUT_INTERVAL_S`, every reader of those tables calls it
 first, and so does `close`); a batch carries every request since the last one,
 and a hold opened and closed in between never touches the holds table.
 
@@ -75,7 +75,7 @@ _ADD_SPEND = ("INSERT INTO spend (day, department, employee, project, customer, 
 # Exact balances kept in memory (module docstring); dropped, and read again as needed, when more.
 MAX_CACHED_COUNTERS = 65_536
 # Rows whose effects may wait in memory before a transaction writes them out itself (the
-# gateway's flushes come long before: this bounds memory where nobody calls flush_counters).
+# gateway's flushes come long before: this bounds memory where nobody calls write_out).
 MAX_PENDING_ROWS = 20_000
 
 
@@ -202,7 +202,7 @@ class SqliteStore:
         fold.written()
         return len(counters)
 
-    async def flush_counters(self) -> int:
+    async def write_out(self) -> int:
         """Bring the counters, holds and spend tables up to date with the ledger; how many counters it wrote."""
         with self._txn():
             return self._write_out()
@@ -419,7 +419,7 @@ class SqliteStore:
 
     async def close(self) -> None:
         try:
-            await self.flush_counters()  # leave the counters table current for whoever reads the file
+            await self.write_out()  # leave the tables current for whoever reads the file
         except StoreError:
             pass  # the ledger has every effect; the next store to open the file folds them in
         if self._checkpointer is not None:

@@ -82,7 +82,7 @@ class Holds(RuleBasedStateMachine):
 
     @rule(on=replica)
     def counters_are_written_out(self, on: int) -> None:
-        self._run(self._on(on).flush_counters())
+        self._run(self._on(on).write_out())
         table = {(b, m): [s, r] for b, m, s, r in
                  self._on(on).db.execute("SELECT budget_id, member, settled, reserved FROM counters")}
         # A counter whose effects cancelled out before any write-out may have no row: it is zero.

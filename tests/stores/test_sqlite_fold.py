@@ -51,7 +51,7 @@ def test_a_crash_before_the_counters_are_written_out_loses_nothing(tmp_path: Pat
             assert (await reserve(store, POLICY, who("carol")))[0].allowed  # $0.001 + 2 x $0.002 of $0.005
             assert not (await reserve(store, POLICY, who("dave")))[0].allowed
             assert await store.live_holds() == 2 and bob_hold
-            await store.flush_counters()
+            await store.write_out()
             assert table(path) == {k.budget_id: (ESTIMATE // 2, 2 * ESTIMATE) for k in KEYS}
             assert chain_ok(store) == 5
         finally:
@@ -147,8 +147,8 @@ def test_a_replica_that_never_writes_out_keeps_no_deltas(tmp_path: Path) -> None
             for name in ("alice", "bob"):
                 _, hold, body = await reserve(busy, POLICY, who(name))
                 assert hold is not None and await busy.settle(hold, 1000, settle_entry(body, 1000))
-            await writer.flush_counters()  # the other replica writes everything out first
-            assert await busy.flush_counters() == 0
+            await writer.write_out()  # the other replica writes everything out first
+            assert await busy.write_out() == 0
             assert not busy.fold.counter_deltas and not busy.fold.spend_deltas and not busy.fold.rows
         finally:
             await busy.close()
