@@ -33,8 +33,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
     if args.workers == 1:
         from p402.web.app import GatewayApp
-        uvicorn.run(GatewayApp(config, server=True), host=args.host, port=args.port, loop="uvloop", http="httptools",
-                    log_level="warning", access_log=False, lifespan="on",
+        uvicorn.run(GatewayApp(config, server=True), host=args.host, port=args.port, loop="uvloop",
+                    http="httptools", log_level="warning", access_log=False, lifespan="on",
                     timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
         return 0
     # Several processes share the store; apply the config once here, not in each worker.

@@ -41,6 +41,8 @@ class Hold(NamedTuple):
 
 
 class Fold:
+    """One connection's view of the store, kept current by applying every ledger row's effects."""
+
     def __init__(self) -> None:
         self.seq, self.hash = 0, GENESIS_HASH  # the last row applied, and its hash
         self.flushed = 0  # the tables hold the effects of rows up to here
