@@ -48,6 +48,10 @@ class PostgresSealLock:
     def release(self) -> None:
         if self._conn is not None:
             try:
+                if self._held and not self._conn.closed and not self._conn.broken:
+                    # Unlock before closing: the server lets a closed session's locks go only
+                    # when its backend has exited, so the next replica could still be refused.
+                    self._conn.execute("SELECT pg_advisory_unlock_all()")
                 self._conn.close()
             except psycopg.Error:
                 pass
