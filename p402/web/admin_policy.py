@@ -68,18 +68,19 @@ class PolicyRoutes:
         await self.change("budget", budget.id, body, None, "create", role)
         return json_response(await self.budget_status(body), 201)
 
-    async def get_budget(self, request: Request, role: str) -> Any:
+    async def _named_budget(self, request: Request) -> tuple[str, dict[str, Any]]:
+        """The budget the path names, or 404."""
         ident = request.path_params["id"]
         b = (await self.store.objects("budget")).get(ident)
         if b is None:
             raise NotFound(f"budget {ident} does not exist")
-        return await self.budget_status(b)
+        return ident, b
+
+    async def get_budget(self, request: Request, role: str) -> Any:
+        return await self.budget_status((await self._named_budget(request))[1])
 
     async def patch_budget(self, request: Request, role: str) -> Any:
-        ident = request.path_params["id"]
-        before = (await self.store.objects("budget")).get(ident)
-        if before is None:
-            raise NotFound(f"budget {ident} does not exist")
+        ident, before = await self._named_budget(request)
         data = await body_of(request)
         if "id" in data and data["id"] != ident:
             raise ApiError(400, "id: a budget's id cannot change", "invalid_request", "id")
@@ -89,10 +90,7 @@ class PolicyRoutes:
         return await self.budget_status(after)
 
     async def delete_budget(self, request: Request, role: str) -> Any:
-        ident = request.path_params["id"]
-        before = (await self.store.objects("budget")).get(ident)
-        if before is None:
-            raise NotFound(f"budget {ident} does not exist")
+        ident, before = await self._named_budget(request)
         await self.change("budget", ident, None, before, "delete", role)
         return {"id": ident, "deleted": True}
 
