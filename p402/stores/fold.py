@@ -4,7 +4,7 @@ Every ledger row that changes state carries its *effects*, a JSON object:
 
     {"c": [[budget_id, member, window, settled_delta, reserved_delta], ...],   counters
      "h": [hold_id, event_id, amount, [[budget_id, member, window], ...],      a hold opened
-           expires_at, department, context_json],
+           expires_at, {attribution}],
      "x": hold_id,                                                             a hold closed
      "s": [day, department, employee, project, customer, feature, workflow,   a spend rollup
            key_id, model, cost, requests, denied]}
@@ -36,8 +36,11 @@ class Hold(NamedTuple):
     amount: int
     keys: tuple[Key, ...]
     expires_at: float
-    department: str
-    context: str  # JSON: the attribution its settlement's spend rollup is keyed by
+    context: dict[str, Any]  # the attribution its settlement's spend rollup is keyed by (SPEND_KEYS)
+
+    @property
+    def department(self) -> str:
+        return self.context.get("department") or ""
 
 
 class Fold:
@@ -80,9 +83,9 @@ class Fold:
                 sums[1] += reserved
         opened = effects.get("h")
         if opened is not None:
-            hold_id, event_id, amount, keys, expires_at, department, context = opened
+            hold_id, event_id, amount, keys, expires_at, context = opened
             self.holds[hold_id] = Hold(event_id, amount, tuple((k[0], k[1], k[2]) for k in keys), expires_at,
-                                       department, context)
+                                       context)
         closed = effects.get("x")
         if closed is not None:
             self.holds.pop(closed, None)
@@ -151,10 +154,11 @@ def parse_effects(text: str) -> dict[str, Any]:
             raise ValueError(f"not a counter effect: {str(item)[:80]}")
     opened = doc.get("h")
     if opened is not None and not (
-            isinstance(opened, list) and len(opened) == 7 and _strs(opened[:2]) and _ints(opened[2:3])
+            isinstance(opened, list) and len(opened) == 6 and _strs(opened[:2]) and _ints(opened[2:3])
             and isinstance(opened[3], list) and all(isinstance(k, list) and len(k) == 3 and _strs(k[:2])
                                                     and _ints(k[2:]) for k in opened[3])
-            and isinstance(opened[4], (int, float)) and _strs(opened[5:])):
+            and isinstance(opened[4], (int, float)) and isinstance(opened[5], dict)
+            and all(v is None or isinstance(v, str) for v in opened[5].values())):
         raise ValueError(f"not a hold: {str(opened)[:80]}")
     if "x" in doc and not isinstance(doc["x"], str):
         raise ValueError("not a hold id")

@@ -153,9 +153,9 @@ class SqliteStore:
         fold = self.fold
         if not self._folded or flushed < fold.flushed:
             head = self.db.execute("SELECT hash FROM ledger WHERE seq=?", (flushed,)).fetchone()
-            holds = {r[0]: Hold(r[1], r[2], tuple((k[0], k[1], k[2]) for k in orjson.loads(r[3])), r[4], r[5], r[6])
-                     for r in self.db.execute("SELECT id, event_id, amount, keys, expires_at, department, context "
-                                              "FROM holds")}
+            holds = {r[0]: Hold(r[1], r[2], tuple((k[0], k[1], k[2]) for k in orjson.loads(r[3])), r[4],
+                                orjson.loads(r[5]))
+                     for r in self.db.execute("SELECT id, event_id, amount, keys, expires_at, context FROM holds")}
             fold.restart(flushed, head[0] if head else GENESIS_HASH, holds)
             self._folded = True
         for seq, digest, effects in self.db.execute("SELECT seq, hash, effects FROM ledger WHERE seq > ? "
@@ -196,7 +196,7 @@ class SqliteStore:
         self.db.executemany("INSERT INTO holds (id, event_id, amount, keys, expires_at, department, context) "
                             "VALUES (?,?,?,?,?,?,?)",
                             [(h, x.event_id, x.amount, _dumps(x.keys).decode(), x.expires_at, x.department,
-                              x.context) for h, x in fold.holds.items() if h not in in_table])
+                              _dumps(x.context).decode()) for h, x in fold.holds.items() if h not in in_table])
         self.db.execute("INSERT INTO meta (k, v) VALUES ('folded_seq', ?) ON CONFLICT DO UPDATE SET v=excluded.v",
                         (str(fold.seq),))
         fold.written()
@@ -232,10 +232,9 @@ class SqliteStore:
             if decision.allowed:
                 amount = decision.estimate_nanos
                 keys = [(k[0], k[1], k[2]) for k in decision.reserve_on]  # plain tuples: JSON arrays
-                context = _dumps({k: body.get(k, "") for k in SPEND_KEYS}).decode()
+                context = {k: body.get(k, "") for k in SPEND_KEYS}
                 effects = {"c": [(*k, 0, amount) for k in keys],
-                           "h": (hold_id, body["event_id"], amount, keys, now.timestamp() + lease_s,
-                                 body.get("department") or "", context)}
+                           "h": (hold_id, body["event_id"], amount, keys, now.timestamp() + lease_s, context)}
             else:
                 effects = {"s": _spend(body, 0, denied=True)}
             self._append(body, effects)
@@ -250,7 +249,7 @@ class SqliteStore:
         if hold is None:
             return False
         self._append(entry, {"c": [(*k, cost_nanos, -hold.amount) for k in hold.keys], "x": hold_id,
-                             "s": _spend({**orjson.loads(hold.context), **entry}, cost_nanos, denied=False)})
+                             "s": _spend({**hold.context, **entry}, cost_nanos, denied=False)})
         return True
 
     async def record(self, entry: dict[str, Any]) -> int:
@@ -386,7 +385,7 @@ class SqliteStore:
         out: dict[str, int] = {}
         with self._txn():
             for hold in self.fold.holds.values():
-                name = hold.department if group_by == "department" else orjson.loads(hold.context).get(group_by, "")
+                name = hold.department if group_by == "department" else hold.context.get(group_by, "")
                 out[name] = out.get(name, 0) + hold.amount
         return out
 
