@@ -1,8 +1,7 @@
 """Spend reports: settled, reserved, cap and remaining per group for the current window.
 
-Settled spend comes from the rollups the store keeps in the settlement's own
-transaction (one row per UTC day and attribution), never from scanning the
-ledger, so a report costs the same with ten rows or ten million. Caps and
+Settled spend comes from the store's rollups (one row per UTC day and
+attribution, counted with each settlement), never from scanning the ledger, so a report costs the same with ten rows or ten million. Caps and
 remaining come from the budgets' own counters, which are exact.
 """
 
@@ -12,7 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from p402.core.money import format_usd
-from p402.core.periods import window_for
+from p402.core.periods import boundary_iso, window_for
 from p402.core.policy import CounterKey, Policy
 
 __all__ = ["spend_report"]
@@ -52,9 +51,9 @@ async def spend_report(store: Any, policy: Policy, group_by: str, period: str, n
                         "percent": round(100 * (c_settled + c_reserved) / cap, 2) if cap else None})
             if cost > 0 and window.end is not None:
                 rate = cost / elapsed_s  # nanos per second; a projection, not money on record
-                row["projected_exhaustion"] = (datetime.fromtimestamp(now.timestamp() + remaining / rate, timezone.utc)
-                                               .isoformat(timespec="seconds").replace("+00:00", "Z")
-                                               if now.timestamp() + remaining / rate < window.end.timestamp() else None)
+                exhausted = now.timestamp() + remaining / rate
+                row["projected_exhaustion"] = (boundary_iso(datetime.fromtimestamp(exhausted, timezone.utc))
+                                               if exhausted < window.end.timestamp() else None)
         rows.append(row)
     return {"group_by": group_by, "period": period, "window": {"start": window.start.isoformat(),
             "end": window.end.isoformat() if window.end else None}, "data": rows}

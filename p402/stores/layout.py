@@ -6,9 +6,12 @@ so the columns that copy body fields (and are checked against them) are one list
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any, Mapping
+
 from p402.pipeline.ports import LedgerFilter
 
-__all__ = ["LEDGER_COLUMNS", "SPEND_KEYS", "ledger_query"]
+__all__ = ["LEDGER_COLUMNS", "SPEND_KEYS", "ledger_query", "spend_attribution", "spend_row", "is_denial"]
 
 # Ledger columns that copy a body field (column -> body key); verify checks them.
 LEDGER_COLUMNS = {"event_id": "event_id", "ts": "ts", "kind": "kind", "deny_code": "deny_code",
@@ -16,6 +19,22 @@ LEDGER_COLUMNS = {"event_id": "event_id", "ts": "ts", "kind": "kind", "deny_code
                   "customer": "customer", "feature": "feature", "workflow": "workflow", "key_id": "key"}
 # The attribution a spend rollup row is keyed by (body keys), after its day.
 SPEND_KEYS = ("department", "employee", "project", "customer", "feature", "workflow", "key", "model")
+
+
+def spend_attribution(body: Mapping[str, Any]) -> dict[str, str]:
+    """What a hold keeps for its settlement's rollup row: the body's SPEND_KEYS, absent or null as ""."""
+    return {k: body.get(k) or "" for k in SPEND_KEYS}
+
+
+def spend_row(body: Mapping[str, Any], cost_nanos: int, denied: bool) -> tuple[Any, ...]:
+    """A spend rollup row for a ledger body: its UTC day, its attribution, then cost, requests, denials."""
+    day = int(datetime.fromisoformat(body["ts"]).timestamp()) // 86400
+    return (day, *(body.get(k) or "" for k in SPEND_KEYS), cost_nanos, 0 if denied else 1, 1 if denied else 0)
+
+
+def is_denial(entry: Mapping[str, Any]) -> bool:
+    """A decision row that denied: it counts in the spend rollups' denials."""
+    return entry.get("kind") == "decision" and entry.get("outcome") == "deny"
 _FILTER_COLUMNS = frozenset(("department", "employee", "project", "customer", "feature", "workflow", "key_id"))
 
 

@@ -49,7 +49,7 @@ from p402.stores import pgsql as q
 from p402.stores.pgledger import append, appended_seqs, dumps
 from p402.stores.pgpool import DEFAULT_POOL_SIZE, Connection, PgPool, retrying, translate
 from p402.stores.pgseal import PostgresSealLock
-from p402.stores.layout import LEDGER_COLUMNS, SPEND_KEYS, ledger_query
+from p402.stores.layout import LEDGER_COLUMNS, is_denial, ledger_query, spend_attribution, spend_row
 
 __all__ = ["PostgresStore", "CONNECT_TIMEOUT_S", "STATEMENT_TIMEOUT_MS", "EXPIRE_BATCH", "CHAIN_BATCH"]
 
@@ -147,11 +147,11 @@ class PostgresStore:
                 reserve_on = q.lock_order(decision.reserve_on)
                 if reserve_on:
                     await conn.execute(q.RESERVE, (amount, *q.key_arrays(reserve_on)))
-                context = {k: body.get(k, "") for k in SPEND_KEYS}
+                context = spend_attribution(body)
                 await conn.execute(q.ADD_HOLD, (
                     hold_id, body["event_id"], amount,
                     dumps([[k.budget_id, k.member, k.window] for k in reserve_on]).decode(),
-                    now.timestamp() + lease_s, body.get("department", ""), dumps(context).decode()))
+                    now.timestamp() + lease_s, context["department"], dumps(context).decode()))
             else:
                 await _count_spend(conn, body, 0, denied=True)
             appended = await append(conn, [body])
@@ -185,7 +185,7 @@ class PostgresStore:
 
     async def _record_once(self, entry: dict[str, Any]) -> int:
         async with self.pool.transaction() as conn:
-            if entry.get("kind") == "decision" and entry.get("outcome") == "deny":
+            if is_denial(entry):
                 await _count_spend(conn, entry, 0, denied=True)
             appended = await append(conn, [entry])
         return await appended_seqs(appended, [entry])  # the one round trip
@@ -388,9 +388,7 @@ async def _setup_connection(conn: Connection) -> None:
 
 
 async def _count_spend(conn: Connection, body: Mapping[str, Any], cost_nanos: int, denied: bool) -> None:
-    day = int(datetime.fromisoformat(body["ts"]).timestamp()) // 86400
-    await conn.execute(q.COUNT_SPEND, (day, *(body.get(k) or "" for k in SPEND_KEYS), cost_nanos,
-                                      0 if denied else 1, 1 if denied else 0))
+    await conn.execute(q.COUNT_SPEND, spend_row(body, cost_nanos, denied))
 
 
 def _key(row: tuple[Any, ...]) -> KeyRecord:

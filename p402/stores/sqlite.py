@@ -45,7 +45,7 @@ from p402.core.ledger import GENESIS_HASH, ChainRow, chain_hash
 from p402.core.policy import CounterKey
 from p402.stores.fold import Fold, Hold, Key, parse_effects
 from p402.errors import Conflict, NotFound, StoreError, StoreUnavailable
-from p402.stores.layout import LEDGER_COLUMNS, SPEND_KEYS, ledger_query
+from p402.stores.layout import LEDGER_COLUMNS, is_denial, ledger_query, spend_attribution, spend_row
 from p402.pipeline.ports import EntryBuilder, HoldInfo, KeyRecord, LedgerEvent, LedgerFilter
 
 __all__ = ["SqliteStore", "LEDGER_COLUMNS", "DEFAULT_BUSY_TIMEOUT_MS"]
@@ -232,11 +232,11 @@ class SqliteStore:
             if decision.allowed:
                 amount = decision.estimate_nanos
                 keys = [(k[0], k[1], k[2]) for k in decision.reserve_on]  # plain tuples: JSON arrays
-                context = {k: body.get(k, "") for k in SPEND_KEYS}
+                context = spend_attribution(body)
                 effects = {"c": [(*k, 0, amount) for k in keys],
                            "h": (hold_id, body["event_id"], amount, keys, now.timestamp() + lease_s, context)}
             else:
-                effects = {"s": _spend(body, 0, denied=True)}
+                effects = {"s": spend_row(body, 0, denied=True)}
             self._append(body, effects)
         return decision, hold_id
 
@@ -249,13 +249,12 @@ class SqliteStore:
         if hold is None:
             return False
         self._append(entry, {"c": [(*k, cost_nanos, -hold.amount) for k in hold.keys], "x": hold_id,
-                             "s": _spend({**hold.context, **entry}, cost_nanos, denied=False)})
+                             "s": spend_row({**hold.context, **entry}, cost_nanos, denied=False)})
         return True
 
     async def record(self, entry: dict[str, Any]) -> int:
         with self._txn():
-            denied = entry.get("kind") == "decision" and entry.get("outcome") == "deny"
-            return self._append(entry, {"s": _spend(entry, 0, denied=True)} if denied else None)
+            return self._append(entry, {"s": spend_row(entry, 0, denied=True)} if is_denial(entry) else None)
 
     async def expire_holds(self, now: datetime, make_entry: Callable[[HoldInfo], dict[str, Any]] | None = None) -> int:
         with self._txn():
@@ -511,12 +510,6 @@ class _Txn:
             raise StoreUnavailable(f"store unavailable: {exc}") from exc
         if isinstance(exc, sqlite3.Error):
             raise StoreError(f"store error: {exc}") from exc
-
-
-def _spend(body: Mapping[str, Any], cost_nanos: int, denied: bool) -> tuple[Any, ...]:
-    """A spend rollup effect: the day and attribution, then cost, requests and denials."""
-    day = int(datetime.fromisoformat(body["ts"]).timestamp()) // 86400
-    return (day, *(body.get(k) or "" for k in SPEND_KEYS), cost_nanos, 0 if denied else 1, 1 if denied else 0)
 
 
 # An earlier p402 still running on an upgraded file would write rows without effects (which the

@@ -17,9 +17,10 @@ from p402.core.decision import decide
 from p402.core.ledger import verify_chain
 from p402.core.money import format_usd, parse_usd
 from p402.errors import Conflict, NotFound
+from p402.ops.spend import spend_report
 from p402.pipeline.ports import HoldInfo, KeyRecord, LedgerFilter
-from tests.stores.storekit import (DAY, ESTIMATE, MODEL, NOW, OTHER_MODEL, budget, chain_ok, iso, later, plan_for,
-                                   policy, reserve, settle_entry, who)
+from tests.stores.storekit import (DAY, ESTIMATE, MODEL, NOW, OTHER_MODEL, budget, chain_ok, decision_entry, iso,
+                                   later, plan_for, policy, reserve, settle_entry, who)
 
 # A tenant budget with room, a department budget that fits exactly two requests, a roomy per-employee budget.
 TIGHT = policy(budget("acme-month", "tenant:acme", "100"), budget("eng-month", "department:eng", "0.005"),
@@ -285,6 +286,23 @@ def test_every_replica_reports_the_same_spend_and_holds(backend: Any, store: Any
     for replica in (store, other):
         assert run(replica.reserved_by("employee")) == {"erin": ESTIMATE}
         assert run(replica.live_holds()) == 1
+
+
+def test_a_spend_report_groups_holds_without_an_attribution_under_the_empty_name(store: Any, run: Any) -> None:
+    # The pipeline's decision rows name every attribution kind, null when the request had none.
+    pol = policy(budget("acme-month", "tenant:acme", "1"))
+    _, hold, body = run(reserve(store, pol, who("alice", project="apollo")))
+    run(store.settle(hold, 1000, settle_entry(body, 1000)))
+    person = who("bob")
+    builder = decision_entry(person)
+    decision, hold = run(store.reserve(plan_for(pol, person), decide,
+                                       lambda d, h: {**builder(d, h), "project": None, "customer": None}, 60.0, NOW))
+    assert hold is not None
+
+    assert run(store.reserved_by("project")) == {"": decision.estimate_nanos}
+    report = run(spend_report(store, pol, "project", "month", NOW))  # a 500 on GET /admin/v1/spend before
+    assert {g["project"]: (g["settled_usd"], g["reserved_usd"]) for g in report["data"]} == {
+        None: ("0.0000", format_usd(decision.estimate_nanos, 4)), "apollo": ("0.000001", "0.0000")}
 
 
 def test_events_filter_newest_first_and_event_lookup(store: Any, run: Any) -> None:
