@@ -30,7 +30,8 @@ PROVIDER_NAMES = ("simulated", "openai", "anthropic", "gemini", "bedrock", "open
 _HTTP_SETTINGS = ("api_key", "base_url", "timeout_s", "connect_timeout_s", "max_connections")
 # Each provider's settings (docs/configuration.md): a typo such as `timeout:` is an error, not ignored.
 PROVIDER_SETTINGS: dict[str, tuple[str, ...]] = {
-    "simulated": ("latency_ms", "completion_tokens", "stream_delay_ms"),
+    # SPEC §5: every provider takes base_url and timeout_s; the simulated one has no use for them.
+    "simulated": ("latency_ms", "completion_tokens", "stream_delay_ms", "base_url", "timeout_s"),
     "openai": _HTTP_SETTINGS, "gemini": _HTTP_SETTINGS, "openrouter": _HTTP_SETTINGS,
     "anthropic": (*_HTTP_SETTINGS, "anthropic_version", "anthropic_beta"),
     "bedrock": (*_HTTP_SETTINGS, "profile", "region"),

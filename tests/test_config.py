@@ -59,7 +59,7 @@ MISTAKES: list[tuple[str, Edit, str, str]] = [
     ("unknown top-level key", _set(["budget"], []), "budget", "unknown key; expected one of store, admin_tokens"),
     ("store URL", _set(["store"], "mysql://db"), "store", "must be sqlite:///PATH or postgresql://"),
     ("provider setting typo", _set(["providers"], {"simulated": {"latency": 5}}), "providers.simulated.latency",
-     "unknown key; expected one of latency_ms, completion_tokens, stream_delay_ms"),
+     "unknown key; expected one of latency_ms, completion_tokens, stream_delay_ms, base_url, timeout_s"),
     ("timezone", _set(["timezone"], "Mars/Olympus_Mons"), "timezone", "is not a known IANA timezone"),
     ("tenant id", _set(["tenant"], "acme corp"), "tenant", "must match [A-Za-z0-9._:-]{1,128}"),
     ("short admin token", _set(["admin_tokens", 1, "token"], "short"), "admin_tokens[1].token", "shorter than 16"),

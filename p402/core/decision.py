@@ -291,8 +291,8 @@ def _budget_denial(ask: Ask, binding: Balance, estimate: int, input_nanos: int, 
     if resets is not None:
         reason += f"; resets {_iso(resets)}"
     owner = budget.owner or None
-    fit = (affordable_tokens(binding.headroom_nanos, input_nanos, price.output) // ask.completions
-           if ask.wants_output else -1)
+    fit = (min(affordable_tokens(binding.headroom_nanos, input_nanos, price.output) // ask.completions,
+               ask.model.max_output_tokens) if ask.wants_output else -1)
     if not gateway_set and fit >= 1:
         recovery = Recovery("reduce_max_tokens", f"max_tokens {fit} or fewer fits the remaining budget",
                             max_tokens=fit, owner=owner, retry_after_s=retry)

@@ -25,7 +25,7 @@ __all__ = ["ATTRIBUTION_FIELDS", "CALL_FIELDS", "SETTLEMENT_KINDS", "Call", "cal
 ATTRIBUTION_FIELDS = ("tenant", "department", "employee", "key", "customer", "project", "feature", "workflow")
 # Decision fields a settlement inherits when its own row leaves them out.
 CALL_FIELDS = ATTRIBUTION_FIELDS + ("model", "provider", "input_tokens", "max_tokens", "estimate_usd",
-                                    "policy_version", "route", "max_tokens_set")
+                                    "policy_version", "route", "max_tokens_set", "completions")
 SETTLEMENT_KINDS = ("settle", "release", "expire")
 DEFAULT_MAX_OPEN = 500_000
 PROGRESS_EVERY = 10_000  # rows between progress callbacks

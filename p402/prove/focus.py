@@ -101,7 +101,9 @@ def focus_row(call: Call) -> dict[str, str] | None:
     provider, model = str(call.get("provider") or ""), str(call.get("model") or "")
     tokens_in, tokens_out = _int(body.get("input_tokens")), _int(body.get("output_tokens"))
     if call.kind == "expire" and tokens_in + tokens_out == 0 and call.decision is not None:
-        tokens_in, tokens_out = _int(call.decision.get("input_tokens")), _int(call.decision.get("max_tokens"))
+        # Settled at its reservation: the prompt's bound and max_tokens for each of the `n` choices.
+        tokens_in = _int(call.decision.get("input_tokens"))
+        tokens_out = _int(call.decision.get("max_tokens")) * max(_int(call.decision.get("completions")), 1)
     settled_at = parse_ts(str(body["ts"]))
     started = parse_ts(str(call.decision["ts"])) if call.decision and call.decision.get("ts") else settled_at
     start = _second_floor(min(started, settled_at))

@@ -122,11 +122,12 @@ def _ask(body: Mapping[str, Any], policy: Policy) -> Ask | None:
     max_tokens = body.get("max_tokens") if isinstance(body.get("max_tokens"), int) else None
     # Embeddings carry no output bound; a chat call always has one (the client's or the gateway's).
     wants_output = body.get("route") != "embeddings" and (max_tokens is not None or gateway_set)
-    input_tokens = body.get("input_tokens")
+    input_tokens, completions = body.get("input_tokens"), body.get("completions")
     return Ask(who=_attribution(body, policy.tenant), model=model,
                input_tokens=input_tokens if isinstance(input_tokens, int) else 0,
                max_tokens=None if gateway_set else max_tokens, wants_output=wants_output,
-               now=parse_ts(str(body["ts"])), presented_mandate=body.get("mandate") or None)
+               now=parse_ts(str(body["ts"])), presented_mandate=body.get("mandate") or None,
+               completions=completions if isinstance(completions, int) and completions >= 1 else 1)
 
 
 def _cost(body: Mapping[str, Any]) -> int:

@@ -87,6 +87,16 @@ def test_smallest_headroom_binds_and_the_advice_fits_exactly() -> None:
     assert not run(ask(max_tokens=fit + 1), policy(tenant, eng)).allowed
 
 
+def test_the_advice_never_exceeds_the_models_output_limit() -> None:
+    # $0.10 of headroom affords ~166,000 output tokens, more than the model writes in one answer.
+    roomy = budget("e", "department:eng", 100_000_000)
+    d = run(ask(max_tokens=200_000), policy(roomy))
+    assert MINI.max_output_tokens < 166_000
+    assert d.deny_code == "BUDGET_EXCEEDED" and d.recovery is not None
+    assert d.recovery.action == "reduce_max_tokens" and d.recovery.max_tokens == MINI.max_output_tokens
+    assert run(ask(max_tokens=d.recovery.max_tokens), policy(roomy)).allowed
+
+
 def test_several_choices_reserve_output_for_each_and_the_advice_accounts_for_them() -> None:
     eng = budget("e", "department:eng", 50_000)
     three = Ask(ALICE, MINI, 10, 20, True, NOW, completions=3)  # OpenAI n=3: three answers of up to 20 tokens

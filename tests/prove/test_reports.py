@@ -115,6 +115,15 @@ def test_focus_bills_an_orphaned_call_at_its_reservation_with_the_reserved_token
     assert row["BillingPeriodStart"] == "2026-03-01T00:00:00Z" and row["BillingPeriodEnd"] == "2026-04-01T00:00:00Z"
 
 
+def test_focus_counts_every_choice_of_an_orphaned_call_with_several(store: SqliteStore) -> None:
+    made = decision(T0, who(), input_tokens=300, max_tokens=500, completions=3, estimate_usd="0.00095")
+    run(store.record(made))
+    run(store.record(settlement(T0 + timedelta(minutes=15), made, "0.00095", kind="expire", input_tokens=0,
+                                output_tokens=0, flags=["orphaned"])))
+    [row] = table(b"".join(focus_lines(store.chain())))
+    assert row["ConsumedQuantity"] == str(300 + 3 * 500)
+
+
 def test_exports_write_whole_files(store: SqliteStore, tmp_path: Path) -> None:
     from p402.prove.export import write_lines
 

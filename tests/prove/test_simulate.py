@@ -99,3 +99,14 @@ def test_policy_rules_and_unknown_models_are_reported(store: SqliteStore, tmp_pa
     assert report.unknown_models == {"gpt-5-huge": 1}
     assert "gpt-5-huge" in report.summary()
     assert Decimal(report.as_dict()["kept_usd"]) >= 0
+
+
+def test_a_call_with_several_choices_is_replayed_with_all_of_them(store: SqliteStore, tmp_path: Path) -> None:
+    """OpenAI's `n`: 4 choices of up to 200 tokens reserve $0.00003 + 4 x $0.00012 = $0.00051."""
+    one, four = decision(T0), decision(T0 + timedelta(seconds=1), who("bob", key="k-bob"), completions=4,
+                                       estimate_usd="0.00051")
+    for body in (one, four, settlement(T0 + timedelta(seconds=3), one, "0.00001"),
+                 settlement(T0 + timedelta(seconds=4), four, "0.00001")):
+        run(store.record(body))
+    report = simulate(export(store, tmp_path / "l.jsonl"), proposal(eng_daily("0.0005")))
+    assert [d.event_id for d in report.would_deny] == [four["event_id"]]
