@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from dataclasses import replace, dataclass, field
 from datetime import datetime, timezone
@@ -32,7 +33,7 @@ from p402.prove.signing import Signer
 from p402.providers import registry
 from p402.providers.prices import catalog_tiers
 
-__all__ = ["Runtime", "open_store", "build_runtime", "priced_models", "EXPIRY_INTERVAL_S"]
+__all__ = ["Runtime", "open_store", "build_runtime", "priced_models", "default_spool_path", "EXPIRY_INTERVAL_S"]
 
 EXPIRY_INTERVAL_S = 5.0
 WRITE_OUT_INTERVAL_S = 0.25  # SQLite: how far its counters, holds and spend tables may lag (p402.stores.sqlite)
@@ -155,6 +156,17 @@ class Runtime:
         await self.store.close()
 
 
+def default_spool_path(store_url: str) -> str:
+    """Beside a SQLite store (`./p402.db` -> `./p402.spool.jsonl`). For PostgreSQL, in the working
+    directory, named after the database URL: a spool replays only into the store it was refused
+    by, and a gateway that changes database does not replay its old refusals into the new one.
+    (A hash: the URL may hold a password.)"""
+    if store_url.startswith("sqlite:///"):
+        db = store_url.removeprefix("sqlite:///").partition("?")[0]
+        return str(Path(db if db != ":memory:" else "p402").with_suffix(".spool.jsonl"))
+    return f"p402-{hashlib.sha256(store_url.encode()).hexdigest()[:12]}.spool.jsonl"
+
+
 async def build_runtime(config: Config, apply: bool = True, clock: Callable[[], datetime] = utcnow,
                         spool_path: str | None = None) -> Runtime:
     """Open the store, apply the config (declarative), load policy, build the gateway."""
@@ -168,8 +180,7 @@ async def build_runtime(config: Config, apply: bool = True, clock: Callable[[], 
     providers = build_providers(config)
     metrics = Metrics()
     if spool_path is None:
-        db = config.store.removeprefix("sqlite:///").partition("?")[0] if config.store.startswith("sqlite:///") else "p402"
-        spool_path = str(Path(db if db != ":memory:" else "p402").with_suffix(".spool.jsonl"))
+        spool_path = default_spool_path(config.store)
     spool = FileSpool(spool_path)
     warm(tuple({m.tokenizer for m in config.models}))
     gateway = Gateway(store, providers, policies, keys, metrics, spool, clock, config.hold_ttl_s)

@@ -89,7 +89,7 @@ def export_lines(config: Config, fmt: str, sealed: dict[str, Any] | None, total:
     worker thread without sharing the gateway's: a new SQLite connection, or `chain`
     (PostgreSQL's `chain()` opens a connection of its own)."""
     from p402.stores.sqlite import SqliteStore
-    store = SqliteStore.from_url(config.store) if chain is None else None
+    store = SqliteStore.from_url(config.store, checkpoints=False) if chain is None else None
     try:
         if store is not None:
             rows = store.chain()

@@ -110,8 +110,11 @@ class Gateway:
         except StoreUnavailable as exc:
             now = self.clock()
             event_id = new_id("evt", now)
+            policy = self.policies.current
+            self.telemetry.decision("unavailable", "POLICY_UNAVAILABLE", 0.0)
             self.spool.add("record", {"event_id": event_id, "ts": iso(now), "kind": "decision", "outcome": "deny",
-                                      "route": route, "deny_code": None, "error": "POLICY_UNAVAILABLE",
+                                      "tenant": policy.tenant, "route": route, "deny_code": None,
+                                      "error": "POLICY_UNAVAILABLE", "policy_version": policy.version,
                                       "reason": f"policy store unavailable while looking up the key: {exc}"})
             return _unavailable(event_id)
         return key if key is not None else _unauthorized()

@@ -228,7 +228,8 @@ class Checkpointer:
         Raises LedgerCorrupt (and forgets its cache) if the stored chain does not
         verify: a sealer must never sign over a broken chain.
         """
-        if self.lock is not None and not self.lock.try_acquire():
+        # Off the event loop: electing a sealer may mean connecting to the database.
+        if self.lock is not None and not await asyncio.to_thread(self.lock.try_acquire):
             return None
         async with self._mutex:
             if not self._started:

@@ -29,9 +29,14 @@ class PostgresSealLock:
         self._held = False
 
     def try_acquire(self) -> bool:
-        """True while this process holds the lock. Never blocks on another holder."""
+        """True while this process holds the lock. Never blocks on another holder; does network
+        I/O, so the sealer calls it from a worker thread."""
         if self._held and self._conn is not None and not self._conn.closed and not self._conn.broken:
-            return True
+            try:
+                self._conn.execute("SELECT 1")  # a server restart ends the session (and the lock) silently
+                return True
+            except psycopg.Error:
+                pass  # let go, and compete again
         self.release()
         try:
             self._conn = psycopg.connect(self.url, **self.params)

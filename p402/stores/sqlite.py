@@ -88,7 +88,8 @@ def _dumps(value: object) -> bytes:
 class SqliteStore:
     """Budget store over one SQLite file (or `:memory:` for throwaway use)."""
 
-    def __init__(self, path: str, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> None:
+    def __init__(self, path: str, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS, checkpoints: bool = True) -> None:
+        """`checkpoints=False` for a short-lived reader (an export): no WAL checkpointer thread."""
         self.path = path
         if path != ":memory:":
             parent = Path(path).parent
@@ -104,14 +105,14 @@ class SqliteStore:
             _add_effects_column(self.db)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open store {path}: {exc}") from exc
-        self._checkpointer = _Checkpointer(path) if path != ":memory:" else None
+        self._checkpointer = _Checkpointer(path) if path != ":memory:" and checkpoints else None
         # The fold (module docstring), current as of ledger row `_seq` while data_version is `_seen`.
         self._seen: int | None = None
         self._folded = False  # False: start again from the tables
         self.fold = Fold()
 
     @classmethod
-    def from_url(cls, url: str) -> "SqliteStore":
+    def from_url(cls, url: str, checkpoints: bool = True) -> "SqliteStore":
         """`sqlite:///./p402.db` (relative), `sqlite:////var/p402.db` (absolute), `sqlite:///:memory:`."""
         if not url.startswith("sqlite:///"):
             raise StoreUnavailable(f"store URL {url!r} must start with sqlite:/// (or postgresql://)")
@@ -123,7 +124,7 @@ class SqliteStore:
             raise StoreUnavailable(f"store URL {url!r}: busy_timeout_ms must be an integer") from None
         if params:
             raise StoreUnavailable(f"store URL {url!r}: unknown parameter(s) {', '.join(params)}")
-        return cls(path, timeout)
+        return cls(path, timeout, checkpoints)
 
     # -- transactions and the fold (module docstring) -------------------------------
 

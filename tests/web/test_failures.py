@@ -19,6 +19,7 @@ from p402.core.decision import Ask, Plan, decide, prepare
 from p402.core.scopes import Attribution
 from p402.pipeline.records import decision_entry
 from p402.stores.sqlite import SqliteStore
+from p402.wiring import default_spool_path
 from tests.gatewaykit import (SECRETS, config_of, counter_rows, gateway, org, pg_database, stream_then_leave,
                               wait_until)
 from tests.stores.test_postgres import Relay
@@ -134,8 +135,15 @@ def test_a_key_that_cannot_be_looked_up_fails_closed_too(tmp_path: Path) -> None
                     anthropic.Anthropic(base_url=gw.base, api_key=SECRETS["eng"], max_retries=0).messages.create(
                         model="claude-sonnet-4-6", max_tokens=16, messages=PROMPT)
                 assert aerr.value.status_code == 503
-                # The refusal itself is kept for the ledger (fail closed, lose nothing).
+                # The refusal itself is kept for the ledger (fail closed, lose nothing), as a decision
+                # row like any other: the tenant and the policy it was refused under.
                 assert gw.runtime.spool.pending() >= 2
+                spooled = [orjson.loads(line)["payload"] for line in gw.runtime.spool.path.read_bytes().splitlines()]
+                assert {(r["tenant"], r["policy_version"], r["error"]) for r in spooled} == {
+                    ("acme", gw.runtime.policies.current.version, "POLICY_UNAVAILABLE")}
+                # And counted where operators look.
+                metrics = urllib.request.urlopen(f"{gw.base}/metrics").read().decode()
+                assert 'p402_decisions_total{deny_code="POLICY_UNAVAILABLE",outcome="unavailable"} 3.0' in metrics
                 # And readiness says so, for the load balancer.
                 with pytest.raises(urllib.error.HTTPError) as ready:
                     urllib.request.urlopen(f"{gw.base}/readyz")
@@ -146,3 +154,10 @@ def test_a_key_that_cannot_be_looked_up_fails_closed_too(tmp_path: Path) -> None
         thread.join(5)
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
+
+def test_each_database_has_its_own_spool() -> None:
+    # Refusals replay into the store that refused them, never into another a gateway was pointed at.
+    assert default_spool_path("sqlite:///./data/p402.db?busy_timeout_ms=50") == "data/p402.spool.jsonl"
+    one = default_spool_path("postgresql://p402:secret@db-a/p402")
+    other = default_spool_path("postgresql://p402:secret@db-b/p402")
+    assert one != other and one.endswith(".spool.jsonl") and "secret" not in one

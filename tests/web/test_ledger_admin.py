@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -16,6 +17,10 @@ import pytest
 from p402.prove.export import verify_export
 from p402.prove.merkle import verify_consistency, verify_inclusion
 from tests.gatewaykit import ADMIN_TOKEN, VIEWER_TOKEN, config_of, gateway, org, pg_database
+
+
+def _checkpointer_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name == "p402-sqlite-checkpoint")
 
 PROMPT = [{"role": "user", "content": "hello"}]
 
@@ -69,8 +74,10 @@ def test_events_are_explained_and_provably_included_in_a_signed_checkpoint(tmp_p
 
         assert get(gw.base, "/admin/v1/ledger/export?format=jsonl", VIEWER_TOKEN)[0] == 403
         assert get(gw.base, "/admin/v1/ledger/export?format=xml")[0] == 400
+        checkpointers = _checkpointer_threads()
         status, export = get(gw.base, "/admin/v1/ledger/export?format=jsonl")
         assert status == 200
+        assert _checkpointer_threads() == checkpointers  # an export leaves no thread behind
         path = tmp_path / "export.jsonl"
         path.write_bytes(export)
         report = verify_export(path, info["public_key"])
