@@ -21,7 +21,6 @@ import orjson
 
 __all__ = ["measure", "main"]
 
-WRITE_OUT_NS = 250_000_000  # wiring.WRITE_OUT_INTERVAL_S: the store's tables are written out this often
 
 
 async def measure(config_path: str, n: int, warmup: int = 2_000) -> dict[str, Any]:
@@ -33,7 +32,7 @@ async def measure(config_path: str, n: int, warmup: int = 2_000) -> dict[str, An
     from p402.pipeline.ports import Usage
     from p402.pipeline.records import decision_entry, settlement_entry
     from p402.pipeline.tokens import chat_input_bound
-    from p402.wiring import build_runtime
+    from p402.wiring import WRITE_OUT_INTERVAL_S, build_runtime
 
     from benchmarks.org import chat_body, clients
 
@@ -77,7 +76,7 @@ async def measure(config_path: str, n: int, warmup: int = 2_000) -> dict[str, An
         await store.settle(hold_id, cost, settlement_entry(event_id, gateway.clock(), ask, hold_id,
                                                            decision.estimate_nanos, cost, usage, "ok", policy.version))
         t2 = time.perf_counter_ns()
-        if t2 - written_at >= WRITE_OUT_NS:  # as the gateway's background task does, between requests
+        if t2 - written_at >= WRITE_OUT_INTERVAL_S * 1e9:  # as the gateway's background task does, between requests
             await runtime.write_out()
             written_at = time.perf_counter_ns()
         if i >= warmup:

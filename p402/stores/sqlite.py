@@ -75,7 +75,7 @@ _ADD_SPEND = ("INSERT INTO spend (day, department, employee, project, customer, 
 # Exact balances kept in memory (module docstring); dropped, and read again as needed, when more.
 MAX_CACHED_COUNTERS = 65_536
 # Rows whose effects may wait in memory before a transaction writes them out itself (the
-# gateway's flushes come long before: this bounds memory where nobody calls write_out).
+# gateway's write-outs come long before: this bounds memory where nobody calls write_out).
 MAX_PENDING_ROWS = 20_000
 
 
@@ -106,9 +106,8 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open store {path}: {exc}") from exc
         self._checkpointer = _Checkpointer(path) if path != ":memory:" and checkpoints else None
-        # The fold (module docstring), current as of ledger row `_seq` while data_version is `_seen`.
-        self._seen: int | None = None
-        self._folded = False  # False: start again from the tables
+        # The fold (module docstring): current as of ledger row `fold.seq` while data_version is `_seen`.
+        self._seen: int | None = None  # None: start again from the tables
         self.fold = Fold()
 
     @classmethod
@@ -134,8 +133,8 @@ class SqliteStore:
     def _began(self) -> None:
         """Inside a fresh write transaction: fold in whatever another connection wrote."""
         version = self.db.execute("PRAGMA data_version").fetchone()[0]
-        if version != self._seen or not self._folded:
-            self._catch_up()
+        if version != self._seen:  # another connection committed, or memory was dropped (None)
+            self._catch_up(cold=self._seen is None)
             self._seen = version
         fold = self.fold
         if len(fold.counters) > MAX_CACHED_COUNTERS:
@@ -145,30 +144,29 @@ class SqliteStore:
 
     def _forget(self) -> None:
         """After a transaction that did not commit: what memory holds may be wrong; start again."""
-        self._seen, self._folded = None, False
+        self._seen = None
 
-    def _catch_up(self) -> None:
-        """Bring the fold up to the ledger's last row (inside a write transaction)."""
+    def _catch_up(self, cold: bool) -> None:
+        """Bring the fold up to the ledger's last row (inside a write transaction); `cold`: start
+        again from the tables."""
         row = self.db.execute("SELECT v FROM meta WHERE k='folded_seq'").fetchone()
-        flushed = int(row[0]) if row else 0
+        written_seq = int(row[0]) if row else 0
         fold = self.fold
-        if not self._folded or flushed < fold.flushed:
-            head = self.db.execute("SELECT hash FROM ledger WHERE seq=?", (flushed,)).fetchone()
+        if cold or written_seq < fold.written_seq:
+            head = self.db.execute("SELECT hash FROM ledger WHERE seq=?", (written_seq,)).fetchone()
             holds = {r[0]: Hold(r[1], r[2], tuple((k[0], k[1], k[2]) for k in orjson.loads(r[3])), r[4],
                                 orjson.loads(r[5]))
                      for r in self.db.execute("SELECT id, event_id, amount, keys, expires_at, context FROM holds")}
-            fold.restart(flushed, head[0] if head else GENESIS_HASH, holds)
-            self._folded = True
+            fold.restart(written_seq, head[0] if head else GENESIS_HASH, holds)
         for seq, digest, effects in self.db.execute("SELECT seq, hash, effects FROM ledger WHERE seq > ? "
                                                     "ORDER BY seq", (fold.seq,)):
             try:
                 fold.apply(seq, digest, parse_effects(effects) if effects else None)
-            except ValueError as exc:
-                self._forget()
-                raise StoreUnavailable(f"ledger row {seq}: its effects cannot be read ({exc}); "
+            except (ValueError, TypeError, KeyError, IndexError) as exc:  # memory is dropped by the caller
+                raise StoreUnavailable(f"ledger row {seq}: its effects cannot be read ({exc!r}); "
                                        f"the file was changed outside p402 (run p402 ledger verify)") from None
-        if flushed > fold.flushed:  # another connection wrote the fold out meanwhile
-            fold.written_through(flushed)
+        if written_seq > fold.written_seq:  # another connection wrote the fold out meanwhile
+            fold.written_through(written_seq)
 
     def _balances(self, keys: Sequence[Key]) -> dict[Key, tuple[int, int]]:
         """The exact (settled, reserved) of `keys` (inside a transaction); returns the whole cache."""
@@ -186,7 +184,7 @@ class SqliteStore:
     def _write_out(self) -> int:
         """Write the fold into the counters, holds and spend tables (inside a transaction)."""
         fold = self.fold
-        if fold.flushed == fold.seq:
+        if fold.written_seq == fold.seq:
             fold.written()  # another connection wrote everything out: drop the (zero) sums it left
             return 0
         counters = fold.counter_changes()
@@ -527,14 +525,13 @@ def _add_effects_column(db: sqlite3.Connection) -> None:
     """A store written before its state was a fold of the ledger: its tables already hold every
     row's effects, so the fold starts after its last row. Earlier p402s are kept from writing to it."""
     if any(r[1] == "effects" for r in db.execute("PRAGMA table_info(ledger)")):
-        if not db.execute("SELECT 1 FROM sqlite_master WHERE type='trigger' AND name='ledger_rows_need_effects'"
-                          ).fetchone():
-            db.execute(_REFUSE_ROWS_WITHOUT_EFFECTS)
+        db.execute(_REFUSE_ROWS_WITHOUT_EFFECTS)  # IF NOT EXISTS: writes nothing once it is there
         return
     db.execute("BEGIN IMMEDIATE")
     try:
         if not any(r[1] == "effects" for r in db.execute("PRAGMA table_info(ledger)")):  # another process?
             db.execute("ALTER TABLE ledger ADD COLUMN effects TEXT")
+            db.execute("DROP INDEX IF EXISTS holds_expiry")  # older files' index, no longer read
             db.execute("INSERT INTO meta (k, v) SELECT 'folded_seq', COALESCE(MAX(seq), 0) FROM ledger "
                        "WHERE true ON CONFLICT DO UPDATE SET v=excluded.v")
         db.execute(_REFUSE_ROWS_WITHOUT_EFFECTS)
