@@ -23,7 +23,8 @@ from p402.core.scopes import ADDRESS_RE, ATTRIBUTION_ID_RE, HEADER_KINDS, SCOPE_
 from p402.errors import ConfigError
 
 __all__ = ["Config", "KeySpec", "load_config", "parse_config", "parse_budget", "ROLES", "PROVIDER_NAMES",
-           "PROVIDER_SETTINGS", "DEFAULT_STORE", "DEFAULT_HOLD_TTL_S", "DEFAULT_MAX_BODY_BYTES", "CONFIG_KEYS", "default_signing_key"]
+           "PROVIDER_SETTINGS", "DEFAULT_STORE", "DEFAULT_HOLD_TTL_S", "DEFAULT_MAX_BODY_BYTES", "CONFIG_KEYS", "default_signing_key",
+           "store_url_problem"]
 
 ROLES = ("admin", "finance", "viewer")
 PROVIDER_NAMES = ("simulated", "openai", "anthropic", "gemini", "bedrock", "openrouter")
@@ -258,8 +259,9 @@ def parse_config(raw: Any, source: str = "p402.yaml") -> Config:
         if k not in CONFIG_KEYS:
             raise ctx.fail(str(k), f"unknown key; expected one of {', '.join(CONFIG_KEYS)}")
     store = _typed(ctx, "store", raw.get("store", DEFAULT_STORE), str, "a store URL")
-    if not (store.startswith("sqlite:///") or store.startswith("postgresql://") or store.startswith("postgres://")):
-        raise ctx.fail("store", f"{store!r} must be sqlite:///PATH or postgresql://user@host/db")
+    problem = store_url_problem(store)
+    if problem is not None:
+        raise ctx.fail("store", problem)
     tz = _typed(ctx, "timezone", raw.get("timezone", "UTC"), str, "an IANA timezone such as Europe/Berlin")
     try:
         ZoneInfo(tz)
@@ -391,6 +393,18 @@ def _rule(ctx: _Ctx, path: str, r: dict[str, Any]) -> Rule:
             raise ctx.fail(f"{path}.require", f"{kind!r} is not one of {', '.join(HEADER_KINDS)}")
     deny = _typed(ctx, f"{path}.deny_categories", r.get("deny_categories") or [], list, "a list of categories")
     return Rule(scope, frozenset(str(c) for c in deny), tuple(require))
+
+
+def store_url_problem(url: str) -> str | None:
+    """What is wrong with a store URL (config `store:` or `--store`), or None."""
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///"):].partition("?")[0]
+        if path != ":memory:" and (path.endswith("/") or Path(path).name in ("", ".", "..")):
+            return f"{url!r} names no file: sqlite:///PATH, e.g. sqlite:///./p402.db"
+        return None
+    if url.startswith(("postgresql://", "postgres://")):
+        return None
+    return f"{url!r} must be sqlite:///PATH or postgresql://user@host/db"
 
 
 def default_signing_key(store: str) -> str:

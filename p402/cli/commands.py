@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from p402.cli.main import CliError
-from p402.config import Config, default_signing_key, load_config, parse_config
+from p402.config import Config, default_signing_key, load_config, parse_config, store_url_problem
 from p402.core.ids import new_id
 from p402.core.periods import PERIODS
 from p402.core.scopes import ATTRIBUTION_ID_RE
@@ -26,6 +26,9 @@ __all__ = ["open_from_args", "cmd_apply", "cmd_keys_create", "cmd_keys_list", "c
 
 def config_from_args(args: argparse.Namespace) -> Config:
     if getattr(args, "store", None):
+        problem = store_url_problem(args.store)
+        if problem is not None:
+            raise CliError(f"--store: {problem}", 2)
         path = Path(args.config)
         base = load_config(path) if path.exists() else parse_config({}, "(no config)")
         # The ledger key lives beside its store unless the config names one: `--store` moves both,

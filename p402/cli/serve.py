@@ -65,7 +65,10 @@ def _preflight(config: Config) -> None:
         for provider in build_providers(config).values():
             await provider.close()
         store = await open_store(config.store)
-        await store.close()
+        try:
+            await store.write_out()  # reads the store's state as serving would (a damaged file fails here)
+        finally:
+            await store.close()
     asyncio.run(check())
 
 

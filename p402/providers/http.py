@@ -11,6 +11,7 @@ belongs to the loop it was made in) and closed by `close()`.
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -48,7 +49,7 @@ class HttpSettings:
     def parse(cls, provider: str, settings: Mapping[str, Any], default_base_url: str) -> HttpSettings:
         def number(key: str, default: float) -> float:
             value = settings.get(key, default)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
                 raise ConfigError(f"providers.{provider}.{key}: expected a positive number of seconds, got {value!r}")
             return float(value)
 

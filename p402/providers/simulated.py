@@ -18,6 +18,7 @@ from typing import Any, AsyncIterator
 
 import orjson
 
+from p402.errors import ConfigError
 from p402.pipeline.ports import Call, Reply, Usage
 from p402.pipeline.tokens import chat_input_bound, embeddings_input_bound, messages_input_bound
 
@@ -39,6 +40,20 @@ def _event(name: str, obj: dict[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(obj) + b"\n\n"
 
 
+MAX_DELAY_MS = 600_000  # a simulated call slower than 10 minutes is a typo
+MAX_COMPLETION_TOKENS = 1_000_000
+
+
+def _setting(settings: dict[str, Any], provider: str, key: str, default: float, most: float,
+             whole: bool = False) -> float:
+    value = settings.get(key, default)
+    kind = int if whole else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or not 0 <= value <= most:
+        what = "a whole number" if whole else "a number"
+        raise ConfigError(f"providers.{provider}.{key}: expected {what} from 0 to {most:,}, got {value!r}")
+    return float(value)
+
+
 class SimulatedProvider:
     """A deterministic in-process provider (SPEC §5)."""
 
@@ -47,10 +62,11 @@ class SimulatedProvider:
     def __init__(self, settings: dict[str, Any] | None = None, name: str = "simulated") -> None:
         settings = settings or {}
         self.name = name
-        self.latency_s = float(settings.get("latency_ms", 20)) / 1000
-        self.completion_tokens = int(settings.get("completion_tokens", 32))
+        self.latency_s = _setting(settings, name, "latency_ms", 20, MAX_DELAY_MS) / 1000
+        self.completion_tokens = int(_setting(settings, name, "completion_tokens", 32, MAX_COMPLETION_TOKENS,
+                                              whole=True))
         # Optional pause between streamed tokens (default none), to mimic a model's generation speed.
-        self.stream_delay_s = float(settings.get("stream_delay_ms", 0)) / 1000
+        self.stream_delay_s = _setting(settings, name, "stream_delay_ms", 0, MAX_DELAY_MS) / 1000
         self._seq = 0
 
     async def close(self) -> None:

@@ -154,6 +154,9 @@ class SqliteStore:
         fold = self.fold
         if cold or written_seq < fold.written_seq:
             head = self.db.execute("SELECT hash FROM ledger WHERE seq=?", (written_seq,)).fetchone()
+            if head is None and written_seq:  # appending after a missing row would fork the chain
+                raise StoreUnavailable(f"meta folded_seq names ledger row {written_seq}, which is not there; "
+                                       f"the store file was changed outside p402")
             holds = {r[0]: Hold(r[1], r[2], tuple((k[0], k[1], k[2]) for k in orjson.loads(r[3])), r[4],
                                 orjson.loads(r[5]))
                      for r in self.db.execute("SELECT id, event_id, amount, keys, expires_at, context FROM holds")}
@@ -164,7 +167,7 @@ class SqliteStore:
                 fold.apply(seq, digest, parse_effects(effects) if effects else None)
             except (ValueError, TypeError, KeyError, IndexError) as exc:  # memory is dropped by the caller
                 raise StoreUnavailable(f"ledger row {seq}: its effects cannot be read ({exc!r}); "
-                                       f"the file was changed outside p402 (run p402 ledger verify)") from None
+                                       f"the store file was changed outside p402") from None
         if written_seq > fold.written_seq:  # another connection wrote the fold out meanwhile
             fold.written_through(written_seq)
 
@@ -483,8 +486,8 @@ class _Txn:
             self._rollback()
             if isinstance(exc, sqlite3.Error):
                 raise StoreUnavailable(f"store unavailable: {exc}") from exc
-            if isinstance(exc, ValueError):
-                raise StoreUnavailable(f"store unavailable: unreadable state in the store file ({exc})") from exc
+            if isinstance(exc, (ValueError, TypeError, KeyError, IndexError)):  # a table p402 did not write
+                raise StoreUnavailable(f"store unavailable: unreadable state in the store file ({exc!r})") from exc
             raise
 
     def _rollback(self) -> None:

@@ -306,7 +306,19 @@ def _mistakes(tmp: Path) -> list[tuple[list[str], int, str]]:
     bad_provider = org(tmp)
     bad_provider["providers"] = {**bad_provider["providers"], "openai": {"timeout_s": -1}}
     bad_provider_file = write_config(tmp, bad_provider, "bad-provider.yaml")
+    endless = org(tmp)
+    endless["providers"] = {**endless["providers"], "openai": {"timeout_s": float("nan")}}
+    endless_file = write_config(tmp, endless, "endless.yaml")
+    asleep = org(tmp)
+    asleep["providers"] = {**asleep["providers"], "simulated": {"latency_ms": "1e999"}}
+    asleep_file = write_config(tmp, asleep, "asleep.yaml")
     return [
+        (["serve", "--config", str(endless_file), "--port", "1"], 2,
+         "p402: providers.openai.timeout_s: expected a positive number of seconds, got nan"),
+        (["serve", "--config", str(asleep_file), "--port", "1"], 2,
+         "p402: providers.simulated.latency_ms: expected a number from 0 to 600,000, got '1e999'"),
+        (["ledger", "verify", "--store", "sqlite:///"], 2,
+         "p402: --store: 'sqlite:///' names no file: sqlite:///PATH, e.g. sqlite:///./p402.db"),
         (["serve", "--config", str(bad_provider_file), "--port", "1"], 2,
          "p402: providers.openai.timeout_s: expected a positive number of seconds, got -1"),
         (["frobnicate"], 2, "p402: error: argument COMMAND: invalid choice: 'frobnicate'"),
@@ -385,3 +397,16 @@ def test_ledger_verify_with_a_store_url_checks_that_stores_own_checkpoint_key(
     monkeypatch.chdir(b)
     code, out, err = p402(capsys, "ledger", "verify", "--store", f"sqlite:///{a / 'p402.db'}")
     assert (code, err) == (0, "") and re.match(r"ledger intact: \d+ rows, [1-9]\d* signed checkpoints", out), (out, err)
+
+
+def test_serve_refuses_a_store_file_changed_outside_p402_in_one_line(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = str(write_config(tmp_path))
+    assert p402(capsys, "apply", "-f", cfg)[0] == 0
+    with sqlite3.connect(tmp_path / "p402.db") as db:
+        db.execute("UPDATE ledger SET effects = '[1]' WHERE seq = 1")
+        db.execute("UPDATE meta SET v = '0' WHERE k = 'folded_seq'")  # so a new store reads row 1 again
+    code, _, err = p402(capsys, "serve", "--config", cfg, "--port", "1")
+    assert code == 1 and err.strip().splitlines() == [
+        "p402: ledger row 1: its effects cannot be read (ValueError('not an effects object')); "
+        "the store file was changed outside p402"]

@@ -155,3 +155,36 @@ def test_a_replica_that_never_writes_out_keeps_no_deltas(tmp_path: Path) -> None
             await writer.close()
 
     asyncio.run(scenario())
+
+
+def test_other_damage_to_the_file_fails_closed_and_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "p402.db"
+
+    async def write() -> None:
+        store = SqliteStore(str(path))
+        await reserve(store, POLICY, who("alice"))
+        await store.close()  # the hold is written out to its table
+
+    def rows() -> int:
+        with sqlite3.connect(path) as db:
+            return int(db.execute("SELECT COUNT(*) FROM ledger").fetchone()[0])
+
+    async def reserve_on_a_fresh_store(match: str) -> None:
+        store = SqliteStore(str(path))
+        try:
+            with pytest.raises(StoreUnavailable, match=match):
+                await reserve(store, POLICY, who("bob"))
+            assert not store.db.in_transaction
+        finally:
+            store._checkpointer.close()  # type: ignore[union-attr]
+            store.db.close()
+
+    asyncio.run(write())
+    with sqlite3.connect(path) as db:  # a hold row that is JSON, but not what p402 writes
+        db.execute("UPDATE holds SET keys = '5'")
+    asyncio.run(reserve_on_a_fresh_store("unreadable state in the store file"))
+    with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM holds")
+        db.execute("UPDATE meta SET v = '999' WHERE k = 'folded_seq'")  # past the ledger's end
+    asyncio.run(reserve_on_a_fresh_store("folded_seq names ledger row 999, which is not there"))
+    assert rows() == 1  # nothing was appended after a row that is not there

@@ -19,7 +19,8 @@ import openai
 import orjson
 import pytest
 
-from tests.gatewaykit import ADMIN_TOKEN, FINANCE_TOKEN, SECRETS, VIEWER_TOKEN, Running, config_of, gateway, org
+from tests.gatewaykit import (ADMIN_TOKEN, FINANCE_TOKEN, SECRETS, VIEWER_TOKEN, Running, config_of, counter_rows,
+                              gateway, org)
 
 PROMPT = [{"role": "user", "content": "Summarise the quarterly cloud bill in one line."}]
 _NO_BODY = object()
@@ -379,8 +380,10 @@ def test_an_hourly_spend_report_is_exact_for_a_department_with_an_hourly_budget(
         paid = Decimal(ask(gw, "alice", max_tokens=5).headers["X-P402-Cost-Usd"])
         # Earlier today, before this hour began, eng spent $7 more (as the daily rollup keeps it).
         day = int(gw.runtime.clock().timestamp()) // 86400
+        counter_rows(gw.db_path)  # the spend rollups are written out (they lag the ledger by up to 0.25 s)
         with sqlite3.connect(gw.db_path) as db:
-            db.execute("UPDATE spend SET cost = cost + 7000000000 WHERE day=? AND department='eng'", (day,))
+            changed = db.execute("UPDATE spend SET cost = cost + 7000000000 WHERE day=? AND department='eng'", (day,))
+            assert changed.rowcount == 1
         rows = {r["department"]: r for r in call(gw, "GET", "/spend?group_by=department&period=hour")[1]["data"]}
         eng = rows["eng"]
         assert Decimal(eng["settled_usd"]) == paid  # this hour's, not the whole day's
