@@ -209,7 +209,7 @@ def prepare(ask: Ask, policy: Policy) -> Decision | Plan:
     denied = frozenset().union(*(r.deny_categories for r in rules)) if rules else frozenset()
     hit = denied & model.categories
     if hit:
-        allowed = tuple(sorted(n for n, m in policy.models.items() if denied.isdisjoint(m.categories)))
+        allowed = tuple(sorted(m.name for m in policy.usable_models(who)))
         scope = next(str(r.scope) for r in rules if r.deny_categories & model.categories)
         return _deny("CATEGORY_DENIED", f"{scope} may not use {', '.join(sorted(hit))} models such as {model.name}",
                      Recovery("use_allowed_model", "use one of the allowed models", allowed_models=allowed), scope)

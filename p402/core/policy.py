@@ -190,6 +190,12 @@ class Policy:
                     if o.budget_id == budget.id and o.starts <= now < o.ends)
         return budget.cap_nanos + extra
 
+    def usable_models(self, who: Attribution) -> list[ModelSpec]:
+        """The models a request attributed to `who` can be admitted on: priced, and in no category
+        that a rule covering `who` denies (what `/v1/models` lists and a CATEGORY_DENIED advises)."""
+        denied = frozenset().union(*(r.deny_categories for r in self.rules if who.covers(r.scope)))
+        return [m for m in self.models.values() if m.price is not None and denied.isdisjoint(m.categories)]
+
     def budgets_for(self, who: Attribution, categories: frozenset[str]) -> list[Budget]:
         """The budgets that apply to a request, in `budgets` order.
 

@@ -54,11 +54,10 @@ class Inbound:
 
     route: str  # chat | embeddings | messages
     body: dict[str, Any]
-    secret: str | None
+    key: KeyRecord  # authenticated by the edge (`Gateway.authenticate`) before it read the body
     headers: Mapping[str, str]  # attribution kinds -> header values
-    mandate: str | None = None
-    started: float = field(default_factory=time.perf_counter)
-    key: KeyRecord | None = None  # already authenticated by the edge (else `handle` does it)
+    mandate: str | None
+    started: float  # time.perf_counter() when the request arrived
 
 
 @dataclass(slots=True)
@@ -120,9 +119,7 @@ class Gateway:
         return key if key is not None else _unauthorized()
 
     async def handle(self, req: Inbound) -> Refusal | Admitted:
-        key = req.key if req.key is not None else await self.authenticate(req.secret, req.route)
-        if isinstance(key, Refusal):
-            return key
+        key = req.key
         try:
             # OpenAI's `user` (chat and embeddings) names the customer; Anthropic's request has no such field.
             who = attribute(key, req.headers, req.body.get("user") if req.route != "messages" else None)

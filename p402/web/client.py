@@ -59,12 +59,12 @@ def _validate(route: str, body: Any) -> dict[str, Any]:
                 raise BadRequest(400, f"messages[{i}]: must be an object with a role", f"messages[{i}]")
         for name in ("max_tokens", "max_completion_tokens"):
             v = body.get(name)
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_OUTPUT_TOKENS):
+            if v is not None and not (_is_token(v) and 1 <= v <= MAX_OUTPUT_TOKENS):
                 raise BadRequest(400, f"{name}: must be an integer from 1 to {MAX_OUTPUT_TOKENS}", name)
         if body.get("stream") is not None and not isinstance(body["stream"], bool):
             raise BadRequest(400, "stream: must be true or false", "stream")
         n = body.get("n")
-        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_CHOICES):
+        if n is not None and not (_is_token(n) and 1 <= n <= MAX_CHOICES):
             raise BadRequest(400, f"n: must be an integer from 1 to {MAX_CHOICES}", "n")
         if body.get("stream_options") is not None and not isinstance(body["stream_options"], dict):
             raise BadRequest(400, "stream_options: must be an object such as {\"include_usage\": true}",
@@ -85,6 +85,7 @@ def _validate(route: str, body: Any) -> dict[str, Any]:
 
 
 def _is_token(value: Any) -> bool:
+    """An integer in JSON (a token id, or a count): not a bool, which Python counts as an int."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -133,9 +134,8 @@ class ClientRoutes:
             await self._error(send, anthropic, exc.status, exc.code, exc.message, exc.param)
             self.count(route, exc.status)
             return
-        inbound = Inbound(route, body, _secret(headers), {k: headers[h] for h, k in _ATTRIBUTION_HEADERS.items()
-                                                          if h in headers},
-                          mandate, started, key)
+        inbound = Inbound(route, body, key, {k: headers[h] for h, k in _ATTRIBUTION_HEADERS.items() if h in headers},
+                          mandate, started)
         outcome = await self.gateway.handle(inbound)
         if isinstance(outcome, Refusal):
             await self._refuse(send, anthropic, outcome)
@@ -200,11 +200,9 @@ class ClientRoutes:
         policy = self.policy()
         who = Attribution(tenant=key.tenant, key=key.id, department=key.department, employee=key.employee,
                           workflow=key.workflow)
-        denied = frozenset().union(*(r.deny_categories for r in policy.rules if who.covers(r.scope)))
         data = []
-        for m in policy.models.values():
-            if denied & m.categories or m.price is None:  # an unpriced model is always denied (PRICE_UNKNOWN)
-                continue
+        for m in policy.usable_models(who):
+            assert m.price is not None
             price = {"input_per_mtok": format_usd(m.price.input), "output_per_mtok": format_usd(m.price.output)}
             data.append({"id": m.name, "object": "model", "created": 0, "owned_by": m.provider,
                          "p402": {"provider": m.provider, "upstream": m.upstream, "categories": sorted(m.categories),

@@ -75,6 +75,16 @@ def test_mandate_problems_are_named() -> None:
     assert run(ask(), policy(b, mandates={"m": valid})).allowed
 
 
+def test_a_category_denial_advises_only_models_that_would_be_admitted() -> None:
+    local_chat = ModelSpec("local-chat", "simulated", "local-chat", frozenset({"chat"}), None)  # unpriced
+    p = Policy(version=7, tenant="acme", models={m.name: m for m in (MINI, PREMIUM, local_chat)},
+               rules=(Rule(Scope("department", "eng"), frozenset({"premium"})),))
+    d = run(ask(PREMIUM), p)
+    assert d.deny_code == "CATEGORY_DENIED" and d.recovery is not None
+    assert d.recovery.allowed_models == ("mini",)  # not local-chat: it would be denied PRICE_UNKNOWN
+    assert run(ask(local_chat), p).deny_code == "PRICE_UNKNOWN"
+
+
 def test_smallest_headroom_binds_and_the_advice_fits_exactly() -> None:
     tenant = budget("t", "tenant:acme", 10**12)
     eng = budget("e", "department:eng", 50_000)  # $0.00005
