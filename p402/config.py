@@ -18,7 +18,7 @@ import yaml
 
 from p402.core.money import MoneyError, parse_usd
 from p402.core.periods import PERIODS
-from p402.core.policy import Budget, ModelSpec, Price, Rule
+from p402.core.policy import MAX_OUTPUT_TOKENS, Budget, ModelSpec, Price, Rule
 from p402.core.scopes import ADDRESS_RE, ATTRIBUTION_ID_RE, HEADER_KINDS, SCOPE_KINDS, parse_scope
 from p402.errors import ConfigError
 
@@ -236,8 +236,8 @@ def _model(ctx: _Ctx, path: str, item: dict[str, Any], providers: dict[str, Any]
                       opt.get("cache_read_per_mtok"), opt.get("cache_write_per_mtok"))
     limit = item.get("max_output_tokens", 4096)
     _typed(ctx, f"{path}.max_output_tokens", limit, int, "a positive integer")
-    if limit < 1:
-        raise ctx.fail(f"{path}.max_output_tokens", "must be at least 1")
+    if not 1 <= limit <= MAX_OUTPUT_TOKENS:
+        raise ctx.fail(f"{path}.max_output_tokens", f"must be from 1 to {MAX_OUTPUT_TOKENS:,}")
     tokenizer = item.get("tokenizer", "o200k_base" if provider in ("simulated", "openai", "openrouter") else "bytes")
     if tokenizer not in ("o200k_base", "cl100k_base", "bytes"):
         raise ctx.fail(f"{path}.tokenizer", f"{tokenizer!r} is not o200k_base, cl100k_base or bytes")

@@ -16,6 +16,7 @@ from p402.core.money import ceil_div
 from p402.core.scopes import SCOPE_KINDS, Attribution, Scope
 
 __all__ = [
+    "MAX_OUTPUT_TOKENS",
     "Price",
     "ModelSpec",
     "Budget",
@@ -55,6 +56,10 @@ class Price:
         total = (input_tokens * self.input + output_tokens * self.output
                  + cache_read_tokens * read_rate + cache_write_tokens * write_rate)
         return ceil_div(total, TOKENS_PER_RATE)
+
+# More output tokens than any model writes in one answer: a bound on a model's `max_output_tokens`
+# and on a client's `max_tokens`, so no estimate can outgrow the store's 64-bit integers.
+MAX_OUTPUT_TOKENS = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from typing import Any, Awaitable, Callable, Mapping
 import orjson
 
 from p402.core.money import format_usd
-from p402.core.policy import Policy
+from p402.core.policy import MAX_OUTPUT_TOKENS, Policy
 from p402.core.scopes import HEADER_KINDS, Attribution
 from p402.pipeline.gateway import Admitted, Gateway, Inbound, Refusal
 from p402.web.envelopes import anthropic_error, openai_error
@@ -34,8 +34,6 @@ _DIGEST = re.compile(r"0[xX][0-9a-fA-F]{64}")
 # connection only this long.
 BODY_TIMEOUT_S = 30.0
 MAX_CHOICES = 128  # OpenAI's own limit on `n`
-# More output tokens than any model writes in one answer; a bound on what one request can reserve.
-MAX_OUTPUT_TOKENS = 1_000_000
 
 
 class BadRequest(Exception):
