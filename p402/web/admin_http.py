@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from p402.errors import ConfigError, Conflict, NotFound, StoreUnavailable
+from p402.web.bodies import BodyError, read_body
 
 __all__ = ["ApiError", "json_response", "role_of", "endpoint", "body_of", "Handler"]
 
@@ -99,14 +100,10 @@ MAX_ADMIN_BODY_BYTES = 1024 * 1024
 
 
 async def body_of(request: Request) -> dict[str, Any]:
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_ADMIN_BODY_BYTES:
-            raise ApiError(413, f"the body exceeds {MAX_ADMIN_BODY_BYTES} bytes", "request_too_large")
-        parts.append(chunk)
-    raw = b"".join(parts)
+    try:
+        raw = await read_body(request.receive, MAX_ADMIN_BODY_BYTES, "the admin API's limit")
+    except BodyError as exc:
+        raise ApiError(exc.status, exc.message, exc.code) from None
     try:
         data = orjson.loads(raw or b"{}")
     except orjson.JSONDecodeError as exc:

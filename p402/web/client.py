@@ -18,6 +18,7 @@ from p402.core.money import format_usd
 from p402.core.policy import MAX_OUTPUT_TOKENS, Policy
 from p402.core.scopes import HEADER_KINDS, Attribution
 from p402.pipeline.gateway import Admitted, Gateway, Inbound, Refusal
+from p402.web.bodies import BodyError, read_body
 from p402.web.envelopes import anthropic_error, openai_error
 
 __all__ = ["ClientRoutes", "ROUTES"]
@@ -30,9 +31,6 @@ ROUTES = {b"/v1/chat/completions": "chat", b"/v1/embeddings": "embeddings", b"/v
 _PATHS = {k.decode(): v for k, v in ROUTES.items()}
 _ATTRIBUTION_HEADERS = {f"x-p402-{k}".encode(): k for k in HEADER_KINDS}
 _DIGEST = re.compile(r"0[xX][0-9a-fA-F]{64}")
-# A client that announced a body and does not send it (a stalled or hostile one) holds a
-# connection only this long.
-BODY_TIMEOUT_S = 30.0
 MAX_CHOICES = 128  # OpenAI's own limit on `n`
 
 
@@ -118,7 +116,7 @@ class ClientRoutes:
             self.count(route, key.status)
             return
         try:
-            raw = await _read_body(receive, self.max_body_bytes)
+            raw = await read_body(receive, self.max_body_bytes, "limits.max_body_bytes")
             try:
                 body = orjson.loads(raw)
             except orjson.JSONDecodeError as exc:
@@ -128,7 +126,7 @@ class ClientRoutes:
             if mandate is not None and not _DIGEST.fullmatch(mandate):
                 raise BadRequest(400, "X-P402-Mandate: must be a mandate digest, 0x and 64 hex digits",
                                  "X-P402-Mandate", code="invalid_attribution")
-        except BadRequest as exc:
+        except (BadRequest, BodyError) as exc:
             await self._error(send, anthropic, exc.status, exc.code, exc.message, exc.param)
             self.count(route, exc.status)
             return
@@ -217,31 +215,6 @@ def _secret(headers: Mapping[bytes, str]) -> str | None:
     if auth is not None and auth[:7].lower() == "bearer ":
         return auth[7:].strip() or None
     return headers.get(b"x-api-key") or None
-
-
-async def _read_body(receive: Receive, limit: int) -> bytes:
-    try:
-        async with asyncio.timeout(BODY_TIMEOUT_S):
-            return await _read_whole_body(receive, limit)
-    except TimeoutError:
-        raise BadRequest(408, f"the request body did not arrive within {BODY_TIMEOUT_S:g} s",
-                         code="request_timeout") from None
-
-
-async def _read_whole_body(receive: Receive, limit: int) -> bytes:
-    parts, size = [], 0
-    while True:
-        msg = await receive()
-        if msg["type"] == "http.disconnect":
-            raise BadRequest(400, "the client disconnected before sending the body")
-        chunk = msg.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BadRequest(413, f"the request body exceeds {limit} bytes (limits.max_body_bytes)",
-                             code="request_too_large")
-        parts.append(chunk)
-        if not msg.get("more_body"):
-            return b"".join(parts)
 
 
 async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]],

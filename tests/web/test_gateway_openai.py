@@ -10,7 +10,7 @@ import openai
 import orjson
 import pytest
 
-from tests.gatewaykit import SECRETS, config_of, counter_rows, gateway, org
+from tests.gatewaykit import ADMIN_TOKEN, SECRETS, config_of, counter_rows, gateway, org
 
 PROMPT = [{"role": "user", "content": "Summarise the quarterly cloud bill in one line."}]
 
@@ -339,13 +339,19 @@ def test_a_body_that_never_arrives_is_a_408_not_a_connection_held_forever(tmp_pa
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     import socket
 
-    from p402.web import client
-    monkeypatch.setattr(client, "BODY_TIMEOUT_S", 0.5)
+    from p402.web import bodies
+    monkeypatch.setattr(bodies, "BODY_TIMEOUT_S", 0.5)
     with gateway(config_of(org(tmp_path))) as gw:
         host, port = gw.base.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port)), timeout=10) as s:
             s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: p402\r\nContent-Type: application/json\r\n"
                       b"Authorization: Bearer " + SECRETS["alice"].encode() + b"\r\nContent-Length: 100\r\n\r\n"
                       b'{"model": ')  # ...and nothing more
+            answer = s.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer
+        # The admin API reads its bodies the same way.
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(b"POST /admin/v1/budgets HTTP/1.1\r\nHost: p402\r\nContent-Type: application/json\r\n"
+                      b"Authorization: Bearer " + ADMIN_TOKEN.encode() + b"\r\nContent-Length: 100\r\n\r\n{")
             answer = s.recv(4096)
         assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer
