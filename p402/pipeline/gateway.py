@@ -107,16 +107,18 @@ class Gateway:
         try:
             key = await self.keys.authenticate(secret)
         except StoreUnavailable as exc:
-            now = self.clock()
-            event_id = new_id("evt", now)
-            policy = self.policies.current
-            self.telemetry.decision("unavailable", "POLICY_UNAVAILABLE", 0.0)
-            self.spool.add("record", {"event_id": event_id, "ts": iso(now), "kind": "decision", "outcome": "deny",
-                                      "tenant": policy.tenant, "route": route, "deny_code": None,
-                                      "error": "POLICY_UNAVAILABLE", "policy_version": policy.version,
-                                      "reason": f"policy store unavailable while looking up the key: {exc}"})
-            return _unavailable(event_id)
+            now, policy = self.clock(), self.policies.current
+            return self._fail_closed({"event_id": new_id("evt", now), "ts": iso(now), "kind": "decision",
+                                      "tenant": policy.tenant, "route": route, "policy_version": policy.version,
+                                      "reason": f"policy store unavailable while looking up the key: {exc}"}, 0.0)
         return key if key is not None else _unauthorized()
+
+    def _fail_closed(self, row: dict[str, Any], seconds: float) -> Refusal:
+        """The store cannot be reached (SPEC §2.7): count it, spool the refusal's decision row for
+        the ledger (fail closed, lose nothing), and answer 503."""
+        self.telemetry.decision("unavailable", "POLICY_UNAVAILABLE", seconds)
+        self.spool.add("record", {**row, "outcome": "deny", "deny_code": None, "error": "POLICY_UNAVAILABLE"})
+        return _unavailable(row["event_id"])
 
     async def handle(self, req: Inbound) -> Refusal | Admitted:
         key = req.key
@@ -164,11 +166,9 @@ class Gateway:
             else:
                 decision, hold_id = await self._reserve(prepared, ask, event_id, req.route, policy.version, now)
         except StoreUnavailable as exc:
-            self.telemetry.decision("unavailable", "POLICY_UNAVAILABLE", time.perf_counter() - t0)
-            self.spool.add("record", {**decision_entry(event_id, now, ask, req.route, Decision(
+            return self._fail_closed(decision_entry(event_id, now, ask, req.route, Decision(
                 allowed=False, reason=f"policy store unavailable: {exc}", deny_code=None), policy.version),
-                "outcome": "deny", "deny_code": None, "error": "POLICY_UNAVAILABLE"})
-            return _unavailable(event_id)
+                time.perf_counter() - t0)
         self.telemetry.decision("allow" if decision.allowed else "deny", decision.deny_code, time.perf_counter() - t0)
         if not decision.allowed:
             return _denial(event_id, decision, now)

@@ -3,7 +3,7 @@ checkpoints, consistency proofs and exports."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -16,6 +16,7 @@ from p402.errors import NotFound
 from p402.ops.ledger import EXPORT_FORMATS, checkpoint_info, consistency, export_lines, inclusion
 from p402.ops.spend import spend_report
 from p402.pipeline.ports import LedgerFilter
+from p402.pipeline.records import iso
 from p402.prove.checkpoints import latest_checkpoint
 from p402.prove.explain import explain
 from p402.web.admin_http import ApiError
@@ -59,8 +60,7 @@ class LedgerRoutes:
         since = q.get("since") or None
         if since is not None:
             try:
-                parsed = datetime.fromisoformat(since.replace("Z", "+00:00"))
-                since = parsed.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+                since = iso(datetime.fromisoformat(since.replace("Z", "+00:00")))  # as ledger rows write `ts`
             except (ValueError, OverflowError):
                 raise ApiError(400, "since: must be an ISO 8601 time such as 2026-12-01T00:00:00Z", "invalid_request",
                                "since") from None
