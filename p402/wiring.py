@@ -150,9 +150,9 @@ class Runtime:
                 await t
         for p in self.providers.values():
             await p.close()
-        release = getattr(self.checkpointer.lock if self.checkpointer else None, "release", None)
-        if release is not None:
-            release()  # hand the sealer's role to another replica now, not when the process dies
+        if self.checkpointer is not None and self.checkpointer.lock is not None:
+            # Hand the sealer's role to another replica now, not when the process dies.
+            self.checkpointer.lock.release()
         await self.store.close()
 
 

@@ -106,7 +106,12 @@ class SealLock(Protocol):
     """Elects the one sealer among processes sharing a ledger."""
 
     def try_acquire(self) -> bool:
-        """True if this process is (or just became) the sealer. Must not block."""
+        """True if this process is (or just became) the sealer. Never waits for another holder
+        (it may do I/O: the sealer calls it from a worker thread)."""
+        ...
+
+    def release(self) -> None:
+        """Stop being the sealer now (another process can take over at once)."""
         ...
 
 
