@@ -391,8 +391,8 @@ def _rule(ctx: _Ctx, path: str, r: dict[str, Any]) -> Rule:
     for kind in require:
         if kind not in HEADER_KINDS:
             raise ctx.fail(f"{path}.require", f"{kind!r} is not one of {', '.join(HEADER_KINDS)}")
-    deny = _typed(ctx, f"{path}.deny_categories", r.get("deny_categories") or [], list, "a list of categories")
-    return Rule(scope, frozenset(str(c) for c in deny), tuple(require))
+    deny = _names(ctx, f"{path}.deny_categories", r.get("deny_categories") or [])
+    return Rule(scope, frozenset(deny), tuple(require))
 
 
 def store_url_problem(url: str) -> str | None:

@@ -58,6 +58,8 @@ def _budget(field: str, value: Any) -> Edit:
 MISTAKES: list[tuple[str, Edit, str, str]] = [
     ("unknown top-level key", _set(["budget"], []), "budget", "unknown key; expected one of store, admin_tokens"),
     ("store URL", _set(["store"], "mysql://db"), "store", "must be sqlite:///PATH or postgresql://"),
+    ("category name", _set(["policies"], [{"scope": "tenant:acme", "deny_categories": [5]}]),
+     "policies[0].deny_categories[0]", "5 is not a category name"),
     ("store URL without a file", _set(["store"], "sqlite:///data/"), "store", "names no file: sqlite:///PATH"),
     ("provider setting typo", _set(["providers"], {"simulated": {"latency": 5}}), "providers.simulated.latency",
      "unknown key; expected one of latency_ms, completion_tokens, stream_delay_ms, base_url, timeout_s"),

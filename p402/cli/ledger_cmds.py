@@ -55,6 +55,8 @@ def _trusted_key(path_or_hex: str | None) -> Any:
     if path_or_hex is None:
         return None
     p = Path(path_or_hex)
+    if not path_or_hex or p.is_dir():
+        raise CliError(f"--key {path_or_hex!r}: not a key file or a hex public key", 2)
     if p.exists():
         text = p.read_text()
         if "PRIVATE KEY" in text:

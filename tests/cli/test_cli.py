@@ -317,6 +317,8 @@ def _mistakes(tmp: Path) -> list[tuple[list[str], int, str]]:
          "p402: providers.openai.timeout_s: expected a positive number of seconds, got nan"),
         (["serve", "--config", str(asleep_file), "--port", "1"], 2,
          "p402: providers.simulated.latency_ms: expected a number from 0 to 600,000, got '1e999'"),
+        (["ledger", "verify", "--key", "", "--config", str(good)], 2,
+         "p402: --key '': not a key file or a hex public key"),
         (["ledger", "verify", "--store", "sqlite:///"], 2,
          "p402: --store: 'sqlite:///' names no file: sqlite:///PATH, e.g. sqlite:///./p402.db"),
         (["serve", "--config", str(bad_provider_file), "--port", "1"], 2,
