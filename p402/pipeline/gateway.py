@@ -91,6 +91,7 @@ class _Attempt:
     decision: Decision
     hold_id: str
     version: int
+    settled: bool = False  # a hold is settled once, however many ways its request ends
 
 
 class Gateway:
@@ -205,23 +206,17 @@ class Gateway:
             return Admitted(reply, headers)
         # A stream's overhead is everything before the provider was called (its end is the provider's).
         headers.append(("X-P402-Overhead-Ms", f"{(t_provider - req.started) * 1000:.3f}"))
-        started: list[bool] = []
-        closed: list[bool] = []
-        relay = self._relay(a, reply, req.route, started)
+        relay = self._relay(a, reply, req.route)
 
         async def close() -> None:
-            if closed:
-                return
-            closed.append(True)
-            await relay.aclose()  # a started relay settles in its own finally
-            if not started:
-                # The client left before the first chunk: the relay's body never ran,
-                # so stop the upstream call and settle (what was billed: nothing yet) here.
-                await aclose(reply.chunks)
-                await self._settle(a, reply, "client_disconnected", "the client went away before the stream began")
+            await relay.aclose()  # a relay that started settles in its own `finally`
+            # One that never started (the client left before the first chunk): stop the
+            # upstream call and settle it here. Both are no-ops once done.
+            await aclose(reply.chunks)
+            await self._settle(a, reply, "client_disconnected", "the client went away before the stream began")
         return Admitted(reply, headers, relay, close)
 
-    async def _relay(self, a: _Attempt, reply: Reply, route: str, started: list[bool]) -> AsyncGenerator[bytes, None]:
+    async def _relay(self, a: _Attempt, reply: Reply, route: str) -> AsyncGenerator[bytes, None]:
         """Relay a stream; whatever ends it (done, upstream failure, client gone), settle once.
 
         The last chunk is held back until the settlement is written, so a client
@@ -229,35 +224,31 @@ class Gateway:
         in every spend report (one chunk of lag, no per-chunk work).
         """
         assert reply.chunks is not None
-        started.append(True)
-        status, error, settled = "ok", None, False
+        status, error = "client_disconnected", "the client went away mid-stream"  # unless it ends otherwise
         held: bytes | None = None
         try:
             async for chunk in reply.chunks:
                 if held is not None:
                     yield held
                 held = chunk
-            settled = True
-            await self._settle(a, reply, status, error)
+            await self._settle(a, reply, "ok")
         except UpstreamError as exc:
-            status, error = "upstream_error", str(exc)
-            settled = True
-            await self._settle(a, reply, status, error)
+            await self._settle(a, reply, "upstream_error", str(exc))
             if held is not None:
                 yield held
                 held = None
             yield _stream_error(route, str(exc))
-        except BaseException:
-            status, error = "client_disconnected", "the client went away mid-stream"
-            raise
         finally:
             await aclose(reply.chunks)
-            if not settled:
-                await self._settle(a, reply, status, error)
+            await self._settle(a, reply, status, error)  # a no-op if settled above
         if held is not None:
             yield held
 
     async def _settle(self, a: _Attempt, reply: Reply | None, status: str, error: str | None = None) -> int:
+        """Settle the attempt's hold at the reply's cost, once; returns the cost (0 if already settled)."""
+        if a.settled:
+            return 0
+        a.settled = True
         usage = reply.usage if reply is not None else None
         cost = 0
         if usage is not None:
