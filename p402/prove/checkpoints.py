@@ -33,7 +33,7 @@ from p402.core.ids import new_id
 from p402.core.ledger import GENESIS_HASH, ChainRow, canonical
 from p402.errors import LedgerCorrupt
 from p402.prove.merkle import Frontier
-from p402.prove.rows import check_row, iso, parse_ts
+from p402.prove.rows import check_link, check_row, iso, parse_ts
 from p402.prove.signing import Signer
 
 __all__ = [
@@ -183,14 +183,19 @@ async def latest_checkpoint(store: Any) -> dict[str, Any] | None:
 
 
 def _rows_after(store: Any, after_seq: int, batch: int) -> Iterator[ChainRow]:
-    """Rows with seq > after_seq. Uses `chain(after_seq=...)` when the store has it.
+    """Rows with seq > after_seq. Uses `chain(after_seq=...)` when the store has it, and asks
+    for the `kind` column alone when it can (`all_columns=False`: the sealer reads nothing else).
 
-    Without it, rows up to `after_seq` are read and skipped: correct, but O(ledger)
+    Without `after_seq`, rows up to it are read and skipped: correct, but O(ledger)
     per call, which is why stores should accept `after_seq`.
     """
     chain = store.chain
-    if "after_seq" in inspect.signature(chain).parameters:
-        yield from chain(after_seq=after_seq, batch=batch)
+    parameters = inspect.signature(chain).parameters
+    if "after_seq" in parameters:
+        if "all_columns" in parameters:
+            yield from chain(after_seq=after_seq, batch=batch, all_columns=False)
+        else:
+            yield from chain(after_seq=after_seq, batch=batch)
         return
     for row in chain(batch=batch):
         if row.seq > after_seq:
@@ -267,14 +272,22 @@ class Checkpointer:
     async def _catch_up(self, store: Any) -> None:
         count = 0
         for row in _rows_after(store, self.frontier.size, self.read_batch):
-            body, problem = check_row(row, self.last_hash, self.frontier.size + 1)
-            if problem is not None or body is None:
+            # What a checkpoint signs is the chain of hashes: every row's link and hash are checked.
+            # Bodies are parsed only where the kind column says checkpoint (or is not there): a
+            # column that lies about a checkpoint fails check_row; one that hides a checkpoint only
+            # makes this sealer seal again sooner. The auditor checks every body and column.
+            columns = row.columns
+            if columns is None or columns.get("kind", CHECKPOINT_KIND) == CHECKPOINT_KIND:
+                body, problem = check_row(row, self.last_hash, self.frontier.size + 1)
+            else:
+                body, problem = None, check_link(row, self.last_hash, self.frontier.size + 1)
+            if problem is not None:
                 seq = row.seq
                 self._reset()
                 raise LedgerCorrupt(f"row {seq}: {problem}; not sealing a broken ledger", seq=seq)
             self.frontier.append(bytes.fromhex(row.hash))
             self.last_hash = row.hash
-            if body.get("kind") == CHECKPOINT_KIND:
+            if body is not None and body.get("kind") == CHECKPOINT_KIND:
                 self._adopt(body, row.seq)
             else:
                 self.pending += 1

@@ -15,18 +15,28 @@ import orjson
 
 from p402.core.ledger import ChainRow, chain_hash
 
-__all__ = ["check_row", "iso", "parse_ts"]
+__all__ = ["check_link", "check_row", "iso", "parse_ts"]
+
+
+def check_link(row: ChainRow, prev_hash: str, expected_seq: int) -> str | None:
+    """None when `row` sits at `expected_seq`, links to `prev_hash` and hashes to its own hash; else the problem.
+
+    What a checkpoint signs (the chain of hashes) needs no more than this; `check_row` adds the body's own checks."""
+    if row.seq != expected_seq:
+        what = "missing" if row.seq > expected_seq else "out of order or duplicated"
+        return f"expected row {expected_seq} here; row(s) {what}"
+    if row.prev_hash != prev_hash:
+        return "prev_hash does not match the previous row's hash (row inserted, deleted or reordered)"
+    if chain_hash(prev_hash, row.body) != row.hash:
+        return "hash does not match the row's contents (row edited)"
+    return None
 
 
 def check_row(row: ChainRow, prev_hash: str, expected_seq: int) -> tuple[dict[str, Any] | None, str | None]:
     """(parsed body, None) when `row` extends the chain ending in `prev_hash` at `expected_seq`; else (None, problem)."""
-    if row.seq != expected_seq:
-        what = "missing" if row.seq > expected_seq else "out of order or duplicated"
-        return None, f"expected row {expected_seq} here; row(s) {what}"
-    if row.prev_hash != prev_hash:
-        return None, "prev_hash does not match the previous row's hash (row inserted, deleted or reordered)"
-    if chain_hash(prev_hash, row.body) != row.hash:
-        return None, "hash does not match the row's contents (row edited)"
+    problem = check_link(row, prev_hash, expected_seq)
+    if problem is not None:
+        return None, problem
     try:
         body = orjson.loads(row.body)
     except orjson.JSONDecodeError:

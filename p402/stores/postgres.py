@@ -343,14 +343,16 @@ class PostgresStore:
         """The lock that elects this ledger's one sealer among replicas (see p402.stores.pgseal)."""
         return PostgresSealLock(self.url, self.pool.params)
 
-    def chain(self, batch: int = CHAIN_BATCH, after_seq: int = 0) -> Iterator[ChainRow]:
-        """Ledger rows with seq > after_seq in seq order, in bounded batches (verify, export, sealing).
+    def chain(self, batch: int = CHAIN_BATCH, after_seq: int = 0, all_columns: bool = True) -> Iterator[ChainRow]:
+        """Ledger rows with seq > after_seq in seq order, in bounded batches (verify, export, sealing);
+        `all_columns=False`: of the indexed columns, only `kind` (what the sealer reads).
 
         Synchronous (the CLI verifies with it), on a connection of its own that
         is closed when the iteration ends or is abandoned. Appends commit in seq
         order (the head's row lock), so a reader never sees a gap that later fills in.
         """
-        cols = ", ".join(LEDGER_COLUMNS)
+        names = LEDGER_COLUMNS if all_columns else {"kind": "kind"}
+        cols = ", ".join(names)
         try:
             conn = psycopg.connect(self.url, **self.pool.params)
         except psycopg.Error as exc:
@@ -363,7 +365,7 @@ class PostgresStore:
                 if not rows:
                     return
                 for r in rows:
-                    yield ChainRow(r[0], r[1].encode(), r[2], r[3], dict(zip(LEDGER_COLUMNS.values(), r[4:])))
+                    yield ChainRow(r[0], r[1].encode(), r[2], r[3], dict(zip(names.values(), r[4:])))
                 last = rows[-1][0]
         except psycopg.Error as exc:
             raise translate(exc) from exc

@@ -403,9 +403,11 @@ class SqliteStore:
                                (event_id,)).fetchall()
         return [LedgerEvent(r[0], orjson.loads(r[1]), r[2], r[3]) for r in rows]
 
-    def chain(self, batch: int = 5000, after_seq: int = 0) -> Iterator[ChainRow]:
-        """Ledger rows with seq > after_seq in seq order, in bounded batches (verify, export, sealing)."""
-        cols = ", ".join(LEDGER_COLUMNS)
+    def chain(self, batch: int = 5000, after_seq: int = 0, all_columns: bool = True) -> Iterator[ChainRow]:
+        """Ledger rows with seq > after_seq in seq order, in bounded batches (verify, export, sealing);
+        `all_columns=False`: of the indexed columns, only `kind` (what the sealer reads)."""
+        names = LEDGER_COLUMNS if all_columns else {"kind": "kind"}
+        cols = ", ".join(names)
         last = after_seq
         while True:
             rows = self.db.execute(f"SELECT seq, body, prev_hash, hash, {cols} FROM ledger WHERE seq > ? "
@@ -413,8 +415,7 @@ class SqliteStore:
             if not rows:
                 return
             for r in rows:
-                yield ChainRow(r[0], r[1].encode(), r[2], r[3],
-                               dict(zip(LEDGER_COLUMNS.values(), r[4:])))
+                yield ChainRow(r[0], r[1].encode(), r[2], r[3], dict(zip(names.values(), r[4:])))
             last = rows[-1][0]
 
     async def close(self) -> None:

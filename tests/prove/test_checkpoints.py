@@ -132,6 +132,35 @@ def test_the_sealer_refuses_to_sign_a_tampered_ledger(store: SqliteStore, db_pat
     assert len(checkpoints_in(store)) == count
 
 
+def test_a_running_sealer_adopts_a_checkpoint_another_sealer_wrote(store: SqliteStore, signer: Signer) -> None:
+    # The sealer reads only the kind column of each row, and parses the bodies of checkpoints:
+    # one written by another sealer (a replica that held the lock before) becomes the one it links to.
+    mine, theirs = Checkpointer(signer, "acme", interval_s=60), Checkpointer(signer, "acme", interval_s=60)
+    end = run(record_calls(store, 3))
+    assert run(mine.maybe_seal(store, end)) is not None
+    end = run(record_calls(store, 3, start=end + timedelta(minutes=2)))
+    other = run(theirs.maybe_seal(store, end))
+    assert other is not None
+    end = run(record_calls(store, 3, start=end + timedelta(minutes=2)))
+    sealed = run(mine.maybe_seal(store, end))
+    assert sealed is not None
+    assert sealed["prev_checkpoint"]["event_id"] == other["event_id"]
+    assert verify_rows(store.chain(), signer.public_key).ok
+
+
+def test_the_sealer_refuses_a_row_whose_kind_column_claims_a_checkpoint(store: SqliteStore, db_path: Path,
+                                                                        signer: Signer) -> None:
+    sealer = Checkpointer(signer, "acme", interval_s=60)
+    end = run(record_calls(store, 3))
+    db = sqlite3.connect(db_path)
+    db.execute("UPDATE ledger SET kind = 'checkpoint' WHERE seq = 2")
+    db.commit()
+    db.close()
+    with pytest.raises(LedgerCorrupt, match="row 2: column kind"):
+        run(sealer.maybe_seal(store, end))
+    assert checkpoints_in(store) == []
+
+
 def test_only_the_lock_holder_seals(store: SqliteStore, db_path: Path, signer: Signer) -> None:
     end = run(record_calls(store, 3))
     first_lock = FileSealLock(str(db_path) + ".seal-lock")
