@@ -12,11 +12,9 @@ from p402.cli.main import CliError
 from p402.config import Config, default_signing_key, load_config, parse_config, store_url_problem
 from p402.core.ids import new_id
 from p402.core.periods import PERIODS
-from p402.core.scopes import ATTRIBUTION_ID_RE
-from p402.ops.apply import apply_config, key_record, new_secret
+from p402.ops.apply import KeyRefused, apply_config, create_key
 from p402.ops.policy_cache import PolicyCache
 from p402.ops.spend import spend_report
-from p402.pipeline.auth import hash_secret
 from p402.pipeline.records import policy_entry
 from p402.wiring import open_store
 
@@ -82,22 +80,12 @@ async def cmd_keys_create(args: argparse.Namespace) -> int:
     try:
         kind = "employee" if args.employee else "department" if args.department else "workflow"
         owner = args.employee or args.department or args.workflow
-        if not ATTRIBUTION_ID_RE.fullmatch(owner):
-            raise CliError(f"--{kind} {owner!r} must match [A-Za-z0-9._:-]{{1,128}}", 2)
-        employees = await store.objects("employee")
-        if kind == "employee" and owner not in employees:
-            raise CliError(f"--employee {owner!r} is not a known employee (apply a config that names it)", 2)
-        if kind == "department" and owner not in await store.objects("department"):
-            raise CliError(f"--department {owner!r} is not a known department", 2)
-        now = datetime.now(timezone.utc)
-        ident = args.id or new_id("key", now).lower()
-        if any(k.id == ident for k in await store.list_keys()):
-            raise CliError(f"key {ident} exists already", 2)
-        secret = new_secret()
-        record = key_record(config.tenant, employees, ident, kind, owner, now)
-        entry = policy_entry(new_id("evt", now), now, config.tenant, "create", "key", ident, "cli", None,
-                             {"owner": f"{kind}:{owner}"})
-        await store.put_key(record, hash_secret(secret), entry)
+        try:
+            record, secret = await create_key(store, config.tenant, kind, owner, args.id,
+                                              datetime.now(timezone.utc), "cli")
+        except KeyRefused as exc:
+            raise CliError(f"--{exc.field} {exc.message}", 2) from None
+        ident = record.id
     finally:
         await store.close()
     print(f"key {ident} for {kind} {owner}")

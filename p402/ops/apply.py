@@ -15,12 +15,13 @@ from typing import Any
 
 from p402.config import Config
 from p402.core.ids import new_id
+from p402.core.scopes import ATTRIBUTION_ID_RE
 from p402.ops.policy_cache import budget_to_dict, rule_to_dict
 from p402.pipeline.auth import hash_secret
 from p402.pipeline.ports import KeyRecord
 from p402.pipeline.records import iso, policy_entry
 
-__all__ = ["ApplyReport", "apply_config", "desired_objects", "new_secret", "key_record"]
+__all__ = ["ApplyReport", "KeyRefused", "apply_config", "create_key", "desired_objects", "new_secret", "key_record"]
 
 
 def new_secret() -> str:
@@ -69,6 +70,40 @@ def key_record(tenant: str, employees: dict[str, dict[str, Any]], key_id: str, o
         workflow = owner_id
     return KeyRecord(id=key_id, tenant=tenant, owner_kind=owner_kind, owner_id=owner_id,
                      department=department, employee=employee, workflow=workflow, created_at=iso(now))
+
+
+@dataclass(frozen=True)
+class KeyRefused(Exception):
+    """A key cannot be created as asked: `field` names what is wrong (`id`, or the owner's kind)."""
+
+    field: str
+    message: str
+    conflict: bool = False  # the id is taken (HTTP 409), rather than malformed or unknown (400)
+
+
+async def create_key(store: Any, tenant: str, owner_kind: str, owner_id: object, key_id: object | None,
+                     now: datetime, actor: str) -> tuple[KeyRecord, str]:
+    """Create a key for an employee, department or workflow; returns its record and its secret
+    (shown once: the store keeps only its hash). The admin API and `p402 keys create` both come
+    here, so they accept and refuse the same ids and owners. Raises KeyRefused."""
+    if not isinstance(owner_id, str) or not ATTRIBUTION_ID_RE.fullmatch(owner_id):
+        raise KeyRefused(owner_kind, f"must be an id matching [A-Za-z0-9._:-]{{1,128}}, got {owner_id!r}")
+    employees = await store.objects("employee")
+    if owner_kind == "employee" and owner_id not in employees:
+        raise KeyRefused("employee", f"{owner_id!r} is not a known employee")
+    if owner_kind == "department" and owner_id not in await store.objects("department"):
+        raise KeyRefused("department", f"{owner_id!r} is not a known department")
+    ident = key_id if key_id is not None else new_id("key", now).lower()
+    if not isinstance(ident, str) or not ATTRIBUTION_ID_RE.fullmatch(ident):
+        raise KeyRefused("id", f"must match [A-Za-z0-9._:-]{{1,128}}, got {ident!r}")
+    if any(k.id == ident for k in await store.list_keys()):
+        raise KeyRefused("id", f"key {ident} exists already", conflict=True)
+    record = key_record(tenant, employees, ident, owner_kind, owner_id, now)
+    secret = new_secret()
+    entry = policy_entry(new_id("evt", now), now, tenant, "create", "key", ident, actor, None,
+                         {"owner": f"{owner_kind}:{owner_id}"})
+    await store.put_key(record, hash_secret(secret), entry)
+    return record, secret
 
 
 async def apply_config(store: Any, config: Config, actor: str, prune: bool = False,

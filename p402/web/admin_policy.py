@@ -15,13 +15,11 @@ from p402.config import parse_budget
 from p402.core.ids import new_id
 from p402.core.money import format_usd
 from p402.core.periods import window_for
-from p402.core.scopes import ATTRIBUTION_ID_RE
 from p402.errors import NotFound
 from p402.mandates.errors import MandateRejected
-from p402.ops.apply import key_record, new_secret
+from p402.ops.apply import KeyRefused, create_key
 from p402.ops.mandates import REJECTION_STATUS, submit_document
 from p402.ops.policy_cache import budget_to_dict
-from p402.pipeline.auth import hash_secret
 from p402.pipeline.records import policy_entry
 from p402.web.admin_http import ApiError, body_of, json_response
 
@@ -109,25 +107,13 @@ class PolicyRoutes:
         if len(owners) != 1:
             raise ApiError(400, "name exactly one owner: employee, department or workflow", "invalid_request", "employee")
         kind = owners[0]
-        owner = data[kind]
-        if not isinstance(owner, str) or not ATTRIBUTION_ID_RE.fullmatch(owner):
-            raise ApiError(400, f"{kind}: must be an id matching [A-Za-z0-9._:-]{{1,128}}", "invalid_request", kind)
-        employees = await self.store.objects("employee")
-        if kind == "employee" and owner not in employees:
-            raise ApiError(400, f"employee: {owner!r} is not a known employee", "invalid_request", "employee")
-        if kind == "department" and owner not in await self.store.objects("department"):
-            raise ApiError(400, f"department: {owner!r} is not a known department", "invalid_request", "department")
-        now = self.runtime.clock()
-        ident = data["id"] if data.get("id") is not None else new_id("key", now).lower()
-        if not isinstance(ident, str) or not ATTRIBUTION_ID_RE.fullmatch(ident):
-            raise ApiError(400, "id: must match [A-Za-z0-9._:-]{1,128}", "invalid_request", "id")
-        if any(k.id == ident for k in await self.store.list_keys()):
-            raise ApiError(409, f"key {ident} exists", "conflict", "id")
-        record = key_record(self.tenant, employees, ident, kind, owner, now)
-        secret = new_secret()
-        entry = policy_entry(new_id("evt", now), now, self.tenant, "create", "key", ident, f"admin:{role}", None,
-                             {"owner": f"{kind}:{owner}"})
-        await self.store.put_key(record, hash_secret(secret), entry)
+        try:
+            record, secret = await create_key(self.store, self.tenant, kind, data[kind], data.get("id"),
+                                              self.runtime.clock(), f"admin:{role}")
+        except KeyRefused as exc:
+            raise ApiError(409 if exc.conflict else 400, f"{exc.field}: {exc.message}",
+                           "conflict" if exc.conflict else "invalid_request", exc.field) from None
+        ident, owner = record.id, record.owner_id
         await self.runtime.refresh_policy()
         return json_response({"id": ident, "secret": secret, "owner": f"{kind}:{owner}",
                               "department": record.department or None, "employee": record.employee or None,

@@ -375,6 +375,24 @@ def test_demo_runs_prints_its_urls_and_shows_admits_and_denials(tmp_path: Path,
     assert code == 0 and out.startswith("ledger intact: ")
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--employee", "bob", "--id", "has space"], "--id must match [A-Za-z0-9._:-]{1,128}, got 'has space'"),
+    (["--employee", "bob", "--id", "k/../x"], "--id must match [A-Za-z0-9._:-]{1,128}, got 'k/../x'"),
+    (["--employee", "bob", "--id", "k-alice"], "--id key k-alice exists already"),
+    (["--employee", "zed"], "--employee 'zed' is not a known employee"),
+    (["--department", "nowhere"], "--department 'nowhere' is not a known department"),
+    (["--workflow", "night batch"], "--workflow must be an id matching [A-Za-z0-9._:-]{1,128}, got 'night batch'"),
+])
+def test_keys_create_refuses_what_the_admin_api_refuses_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                   argv: list[str], message: str) -> None:
+    cfg = str(write_config(tmp_path))
+    assert p402(capsys, "apply", "-f", cfg)[0] == 0
+    before = p402(capsys, "keys", "list", "--config", cfg)[1]
+    code, out, err = p402(capsys, "keys", "create", *argv, "--config", cfg)
+    assert (code, out, one_line(err)) == (2, "", f"p402: {message}")
+    assert p402(capsys, "keys", "list", "--config", cfg)[1] == before  # nothing was created
+
+
 def test_paths_and_keys_the_user_got_wrong_are_one_line_not_a_traceback(tmp_path: Path,
                                                                         capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = p402(capsys, "identity", "new", "--key", str(tmp_path / "no-such-dir" / "owner.json"))
