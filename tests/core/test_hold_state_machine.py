@@ -127,9 +127,21 @@ class Holds(RuleBasedStateMachine):
         assert not self._run(self._on(on + 1).settle(hold, 0, {"event_id": "e", "ts": iso(self.now),
                                                                 "kind": "release"}))
 
-    @rule(seconds=st.integers(1, 90), on=replica)
-    def time_passes(self, seconds: int, on: int) -> None:
-        self.now += timedelta(seconds=seconds)
+    @rule(ms=st.integers(1, 90_000), on=replica)
+    def time_passes(self, ms: int, on: int) -> None:
+        self._expire_at(self.now + timedelta(milliseconds=ms), on)
+
+    @precondition(lambda self: bool(self.live))
+    @rule(data=st.data(), offset_ms=st.sampled_from([-1, 0, 1]), on=replica)
+    def time_reaches_a_lease_end(self, data: st.DataObject, offset_ms: int, on: int) -> None:
+        # To a millisecond of a lease's end: a hold whose lease ends exactly now is still live.
+        hold = list(self.live)[data.draw(st.integers(0, len(self.live) - 1))]
+        moment = self.live[hold][1] + timedelta(seconds=LEASE_S, milliseconds=offset_ms)
+        if moment > self.now:
+            self._expire_at(moment, on)
+
+    def _expire_at(self, moment: datetime, on: int) -> None:
+        self.now = moment
         due = [h for h, (_, at, _) in self.live.items() if at + timedelta(seconds=LEASE_S) < self.now]
         # Exactly the holds whose lease ran out are settled, at their reserved amount (orphaned).
         assert self._run(self._on(on).expire_holds(self.now)) == len(due)
