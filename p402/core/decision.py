@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 from p402.core.money import format_usd
 from p402.core.periods import Window, boundary_iso, window_for
@@ -86,9 +86,9 @@ class Ask:
     completions: int = 1  # OpenAI `n`: every choice may use up to max_tokens of output
 
 
-@dataclass(frozen=True, slots=True)
-class Charge:
-    """One applicable budget; `key` is None for a `request`-period budget."""
+class Charge(NamedTuple):
+    """One applicable budget; `key` is None for a `request`-period budget. (Named tuples, this
+    and `Balance`: several are built on every request, and a tuple is built natively.)"""
 
     budget: Budget
     key: CounterKey | None
@@ -108,8 +108,7 @@ class Plan:
         return tuple(c.key for c in self.charges if c.key is not None)
 
 
-@dataclass(frozen=True, slots=True)
-class Balance:
+class Balance(NamedTuple):
     """A budget's standing when the decision was made."""
 
     charge: Charge
@@ -165,32 +164,82 @@ def _header_for(kind: str) -> str:
     return f"X-P402-{kind.capitalize()}"
 
 
+@dataclass(frozen=True, slots=True)
+class _Standing:
+    """What `prepare` finds for one attribution and model under one policy that does not move
+    with time: the applicable budgets, the first signature failure, the budgets whose mandates
+    must be current, the first denial after those (attribution, category, price), and each
+    budget's counter member. The parts that move with time (mandate validity, overrides,
+    windows) are checked on every request."""
+
+    signature_denial: Decision | None
+    mandated: tuple[Budget, ...]
+    denial: Decision | None
+    members: tuple[tuple[Budget, str], ...]
+
+
+# Standings kept per policy snapshot (each version is a new Policy, so a change never sees an
+# old one); cleared when full, like the key cache.
+MAX_STANDINGS = 65_536
+
+
 def prepare(ask: Ask, policy: Policy) -> Decision | Plan:
     """Every check that needs no balance, in precedence order; else the plan."""
     who, model, now = ask.who, ask.model, ask.now
-    applicable = policy.budgets_for(who, model.categories)
-
     if ask.presented_mandate is not None:
         presented = [m for m in policy.mandates.values() if m.digest == ask.presented_mandate]
         if presented and not presented[0].signature_ok:
             return _deny("SIGNATURE_INVALID", f"mandate {ask.presented_mandate} does not verify against its signer",
                          Recovery("resign_mandate", "the budget owner must sign the mandate again"))
-    for b in applicable:
-        mandate = policy.mandates.get(b.id)
-        if b.requires_mandate and mandate is not None and not mandate.signature_ok:
-            return _deny("SIGNATURE_INVALID", f"the mandate of budget {b.id} does not verify against its signer",
-                         Recovery("resign_mandate", "the budget owner must sign the mandate again", owner=b.owner or None),
-                         b.scope)
-    for b in applicable:
-        if not b.requires_mandate:
-            continue
+    memo = policy.memo
+    standing: _Standing | None = memo.get((who, model.name))
+    if standing is None:
+        if len(memo) >= MAX_STANDINGS:
+            memo.clear()
+        standing = memo[(who, model.name)] = _standing(who, model, policy)
+    if standing.signature_denial is not None:
+        return standing.signature_denial
+    for b in standing.mandated:
         mandate = policy.mandates.get(b.id)
         problem = "missing" if mandate is None else mandate.problem(now)
         if problem is not None:
             return _deny("MANDATE_INACTIVE", f"budget {b.id} on {b.scope} requires a mandate and it is {problem}",
                          Recovery("renew_mandate", f"the owner of budget {b.id} must sign a current mandate",
                                   owner=b.owner or None), b.scope)
+    if standing.denial is not None:
+        return standing.denial
 
+    overridden = policy.overridden
+    windows: dict[str, Window] = {}
+    charges = []
+    for b, member in standing.members:
+        cap = policy.cap_of(b, now) if b.id in overridden else b.cap_nanos
+        if b.period == "request":
+            charges.append(Charge(b, None, None, cap))
+        else:
+            window = windows.get(b.period)
+            if window is None:
+                window = windows[b.period] = window_for(b.period, now, policy.timezone)
+            charges.append(Charge(b, CounterKey(b.id, member, window.key), window, cap))
+    return Plan(ask, tuple(charges))
+
+
+def _standing(who: Attribution, model: ModelSpec, policy: Policy) -> _Standing:
+    applicable = policy.budgets_for(who, model.categories)
+    members = tuple((b, b.member(who)) for b in applicable)
+    for b in applicable:
+        mandate = policy.mandates.get(b.id)
+        if b.requires_mandate and mandate is not None and not mandate.signature_ok:
+            denial = _deny("SIGNATURE_INVALID", f"the mandate of budget {b.id} does not verify against its signer",
+                           Recovery("resign_mandate", "the budget owner must sign the mandate again",
+                                    owner=b.owner or None), b.scope)
+            return _Standing(denial, (), None, members)
+    mandated = tuple(b for b in applicable if b.requires_mandate)
+    return _Standing(None, mandated, _static_denial(who, model, policy), members)
+
+
+def _static_denial(who: Attribution, model: ModelSpec, policy: Policy) -> Decision | None:
+    """The first denial, after the mandate checks, that depends on nothing but who, the model and the policy."""
     rules = [r for r in policy.rules if who.covers(r.scope)]
     for r in rules:
         for kind in r.require:
@@ -217,16 +266,7 @@ def prepare(ask: Ask, policy: Policy) -> Decision | Plan:
     if model.price is None:
         return _deny("PRICE_UNKNOWN", f"model {model.name} has no price, so its cost cannot be bounded",
                      Recovery("add_price", f"add price: {{input_per_mtok, output_per_mtok}} to model {model.name} in the config"))
-
-    charges = []
-    for b in applicable:
-        cap = policy.cap_of(b, now)
-        if b.period == "request":
-            charges.append(Charge(b, None, None, cap))
-        else:
-            window = window_for(b.period, now, policy.timezone)
-            charges.append(Charge(b, CounterKey(b.id, b.member(who), window.key), window, cap))
-    return Plan(ask, tuple(charges))
+    return None
 
 
 def affordable_tokens(headroom_nanos: int, input_nanos: int, output_rate: int) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from datetime import datetime, tzinfo, timezone
-from typing import Mapping, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 from p402.core.money import ceil_div
 from p402.core.scopes import SCOPE_KINDS, Attribution, Scope
@@ -229,6 +229,17 @@ class Policy:
         for position, b in enumerate(self.budgets):
             index.setdefault((b.scope.kind, b.scope.id), []).append((position, b))
         return index
+
+    @cached_property
+    def overridden(self) -> frozenset[str]:
+        """The budgets some override names (the others' cap is their own, at any moment)."""
+        return frozenset(o.budget_id for o in self.overrides)
+
+    @cached_property
+    def memo(self) -> dict[tuple[Attribution, str], Any]:
+        """Per-snapshot memory for the decision (`core.decision.prepare`): what it found for an
+        attribution and model that cannot change while this snapshot is current."""
+        return {}
 
     def budget(self, budget_id: str) -> Budget | None:
         for b in self.budgets:

@@ -2,8 +2,9 @@
 
 `Policy.budgets_for` (a lookup by scope) must equal the linear scan it
 replaced, in order; `window_for`'s memo must equal a fresh calendar
-computation at every instant, across window boundaries and timezones; ids
-keep their layout and time order.
+computation at every instant, across window boundaries and timezones;
+`prepare`'s per-policy memo must answer what a policy without one answers,
+whatever time it is; ids keep their layout and time order.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from dataclasses import replace
+
 from p402.core import periods
+from p402.core.decision import Ask, Decision, prepare
 from p402.core.ids import new_id
 from p402.core.periods import PERIODS, window_for
-from p402.core.policy import Budget, Policy
+from p402.core.policy import Budget, MandateState, ModelSpec, Override, Policy, Price, Rule
 from p402.core.scopes import Attribution, Scope
 
 
@@ -68,3 +72,57 @@ def test_ids_keep_their_layout_and_sort_by_time() -> None:
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     # The first 10 characters are the millisecond timestamp, as in a ULID.
     assert new_id("x", datetime.fromtimestamp(0, timezone.utc))[2:12] == "0" * 10
+
+
+T0 = datetime(2026, 12, 31, 22, tzinfo=timezone.utc)
+
+
+def _rich_policy(rng: random.Random) -> Policy:
+    """Budgets of every period, mandates that start, end, are revoked or badly signed, overrides
+    that come and go, rules, declared ids and unpriced or premium models."""
+    budgets, mandates, overrides = [], {}, []
+    for i in range(12):
+        kind = rng.choice(["tenant", "department", "employee", "project", "workflow"])
+        ident = "acme" if kind == "tenant" else f"{kind[0]}{rng.randrange(3)}"
+        budget = Budget(id=f"b{i}", scope=Scope(kind, ident), cap_nanos=rng.randrange(1, 10**9),
+                        period=rng.choice(PERIODS), per=rng.choice([None, None, "employee", "project"]),
+                        categories=rng.choice([None, None, frozenset({"premium"})]),
+                        mode=rng.choice(["enforce", "enforce", "shadow"]),
+                        requires_mandate=kind != "tenant" and rng.random() < 0.25, owner="0x" + "1" * 40)
+        budgets.append(budget)
+        if budget.requires_mandate and rng.random() < 0.9:
+            start = T0 + timedelta(minutes=rng.randrange(-300, 60))
+            mandates[budget.id] = MandateState(f"0x{i:064x}", budget.id, start, start + timedelta(hours=rng.randrange(1, 6)),
+                                               signature_ok=rng.random() < 0.9, revoked=rng.random() < 0.05)
+        if rng.random() < 0.4:
+            start = T0 + timedelta(minutes=rng.randrange(-240, 60))
+            overrides.append(Override(budget.id, rng.randrange(1, 10**8), start, start + timedelta(hours=1)))
+    rules = (Rule(Scope("department", "d1"), deny_categories=frozenset({"premium"})),
+             Rule(Scope("department", "d2"), require=("project",)))
+    models = {"cheap": ModelSpec("cheap", "openai", "cheap", frozenset({"chat"}), Price(150_000_000, 600_000_000)),
+              "big": ModelSpec("big", "openai", "big", frozenset({"chat", "premium"}), Price(10**10, 3 * 10**10)),
+              "free-ish": ModelSpec("free-ish", "openai", "free-ish", frozenset({"chat"}), None)}
+    return Policy(version=1, tenant="acme", models=models, budgets=tuple(budgets), rules=rules, mandates=mandates,
+                  overrides=tuple(overrides), known={"project": frozenset({"p0", "p1"})},
+                  timezone=rng.choice([timezone.utc, ZoneInfo("America/New_York")]))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_prepare_with_its_memo_answers_what_a_fresh_policy_answers_at_every_moment(seed: int) -> None:
+    rng = random.Random(seed)
+    policy = _rich_policy(rng)
+    people = [Attribution("acme", f"k{i}", f"d{rng.randrange(3)}", f"e{rng.randrange(3)}", rng.choice(["", "w0"]),
+                          "", rng.choice(["", "p0", "p1", "p2"])) for i in range(8)]
+    now = T0 - timedelta(hours=4)
+    outcomes: set[str] = set()
+    for _ in range(400):
+        # Across hour, day, month and year boundaries, and mandates' and overrides' starts and ends.
+        now += timedelta(seconds=rng.choice([1, 59, 600, 1800]))
+        model = rng.choice(["cheap", "cheap", "cheap", "big", "free-ish"])
+        ask = Ask(rng.choice(people), policy.models[model], 100, 50, True, now,
+                  presented_mandate=rng.choice([None, None, None, f"0x{rng.randrange(12):064x}"]))
+        got = prepare(ask, policy)
+        assert got == prepare(ask, replace(policy)), (ask.who, ask.model.name, now)
+        outcomes.add(got.deny_code or "" if isinstance(got, Decision) else "plan")
+    assert "plan" in outcomes and len(outcomes) >= 3, outcomes  # the memo was asked more than one thing
+    assert 0 < len(policy.memo) <= len(people) * len(policy.models)
