@@ -299,19 +299,31 @@ def _call_for(req: Inbound, a: _Attempt) -> Call:
     """The upstream call: the client's body with the upstream model and the decided output bound."""
     body = dict(req.body)
     body["model"] = a.ask.model.upstream
-    if a.decision.max_tokens_set and a.ask.wants_output:
-        field_name = "max_completion_tokens" if (req.route == "chat" and a.ask.model.provider == "openai") else "max_tokens"
-        body[field_name] = a.decision.max_tokens
+    if a.ask.wants_output:
+        # The upstream body carries exactly one output bound, the one the estimate was made for:
+        # a second field (or a null one) would let a provider or a translator pick another.
+        sent = next((f for f in _BOUND_FIELDS[req.route] if body.get(f) is not None), None)
+        for f in _BOUND_FIELDS[req.route] + ("max_completion_tokens",):
+            body.pop(f, None)
+        if sent is None:
+            sent = "max_completion_tokens" if (req.route == "chat" and a.ask.model.provider == "openai") else "max_tokens"
+        body[sent] = a.decision.max_tokens
     options = body.get("stream_options")
     wants_usage = req.route == "chat" and isinstance(options, dict) and bool(options.get("include_usage"))
     return Call(route=req.route, body=body, stream=bool(body.get("stream")), upstream_model=a.ask.model.upstream,
                 client_wants_usage=wants_usage, input_tokens_bound=a.ask.input_tokens)
 
 
+# The fields that bound a route's output, in the order a provider reads them: OpenAI's chat takes
+# `max_completion_tokens` over the older `max_tokens`; Anthropic's messages know only `max_tokens`.
+_BOUND_FIELDS = {"chat": ("max_completion_tokens", "max_tokens"), "messages": ("max_tokens",)}
+
+
 def _client_max_tokens(req: Inbound) -> int | None:
+    """The client's output bound (a null field is no bound: the gateway then sets one)."""
     if req.route == "embeddings":
         return None
-    value = req.body.get("max_completion_tokens", req.body.get("max_tokens"))
+    value = next((req.body[f] for f in _BOUND_FIELDS[req.route] if req.body.get(f) is not None), None)
     return int(value) if value is not None else None
 
 

@@ -136,6 +136,43 @@ def test_every_provider_answers_through_the_openai_sdk_and_settles_at_catalog_pr
             assert settles[0]["provider_cost_usd"] == fakes["servers"]["openrouter"].cost
 
 
+def upstream_bound(provider: str, body: dict[str, Any]) -> Any:
+    """The output bound a provider's request carries, where that provider's API keeps it."""
+    if provider == "gemini":
+        return body.get("generationConfig", {}).get("maxOutputTokens")
+    if provider == "bedrock":
+        return body.get("inferenceConfig", {}).get("maxTokens")
+    bounds = {f: body[f] for f in ("max_tokens", "max_completion_tokens") if f in body}
+    assert len(bounds) == 1, bounds  # one bound, or a provider could pick the other
+    return next(iter(bounds.values()))
+
+
+@pytest.mark.parametrize("model, provider", [("gpt-4o-mini", "openai"), ("claude", "anthropic"),
+                                             ("gemini", "gemini"), ("nova", "bedrock"),
+                                             ("router-mini", "openrouter")])
+def test_the_provider_gets_the_output_bound_the_estimate_was_made_for(tmp_path: Path, fakes: dict[str, Any],
+                                                                       model: str, provider: str) -> None:
+    server = fakes["servers"][provider]
+    with provider_gateway(tmp_path, fakes["servers"]) as gw:
+        # A null bound is no bound (the gateway sets one); with both fields, the one the estimate used.
+        for extra, expected in [({"max_completion_tokens": None}, None), ({"max_tokens": None}, None),
+                                ({"max_completion_tokens": 7, "max_tokens": 100_000}, 7)]:
+            raw = gw.openai("carol").chat.completions.with_raw_response.create(model=model, messages=PROMPT,
+                                                                              extra_body=extra)
+            decision = next(r for r in rows(tmp_path, "decision") if r["event_id"] == raw.headers["X-P402-Event-Id"])
+            assert upstream_bound(provider, server.requests[-1].json) == decision["max_tokens"], (extra, decision)
+            assert decision["max_tokens"] == (expected or int(raw.headers["X-P402-Max-Tokens"]))
+
+
+def test_a_messages_request_is_bounded_by_its_max_tokens_alone(tmp_path: Path, fakes: dict[str, Any]) -> None:
+    with provider_gateway(tmp_path, fakes["servers"]) as gw:
+        for model, provider in [("claude", "anthropic"), ("gpt-4o-mini", "openai")]:
+            gw.anthropic("carol").messages.create(model=model, max_tokens=9, messages=PROMPT,
+                                                  extra_body={"max_completion_tokens": 100_000})
+            assert upstream_bound(provider, fakes["servers"][provider].requests[-1].json) == 9
+        assert [d["max_tokens"] for d in rows(tmp_path, "decision")] == [9, 9]
+
+
 def test_anthropic_sdk_reaches_native_and_translated_providers(tmp_path: Path, fakes: dict[str, Any]) -> None:
     with provider_gateway(tmp_path, fakes["servers"]) as gw:
         native = gw.anthropic("carol").messages.create(model="claude", max_tokens=64, messages=PROMPT)
