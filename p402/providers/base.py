@@ -24,6 +24,7 @@ from yarl import URL
 
 from p402.errors import UpstreamError
 from p402.pipeline.ports import Call, Reply, aclose
+from p402.providers.chat_format import RequestUnfit
 from p402.providers.error_bodies import client_error, relay_error
 from p402.providers.http import TRANSPORT_ERRORS, HttpSettings, UpstreamClient, read_body, read_error_body
 from p402.providers.relay import RelayStream, Tally
@@ -66,11 +67,14 @@ class HttpAdapter:
         if call.route not in self.routes:
             message = f"provider {self.name} cannot serve the {call.route} API"
             return Reply(400, body=client_error(call.route, 400, message))
-        if call.route == "messages" and "messages" not in self.native_routes:
-            from p402.providers.messages_over_chat import send_messages_over_chat
+        try:
+            if call.route == "messages" and "messages" not in self.native_routes:
+                from p402.providers.messages_over_chat import send_messages_over_chat
 
-            return await send_messages_over_chat(self._send, call, self.output_bound_field)
-        return await self._send(call)
+                return await send_messages_over_chat(self._send, call, self.output_bound_field)
+            return await self._send(call)
+        except RequestUnfit as exc:  # raised before anything was sent: nothing to pay for
+            return Reply(400, body=client_error(call.route, 400, f"{exc} (provider {self.name})"))
 
     async def _send(self, call: Call) -> Reply:
         raise NotImplementedError

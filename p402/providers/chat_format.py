@@ -8,15 +8,34 @@ when the client asked for it, and `data: [DONE]`).
 
 from __future__ import annotations
 
+import functools
 import time
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 
 from p402.pipeline.ports import Usage
 from p402.providers.sse import DONE_FRAME, data_frame
 
-__all__ = ["chat_usage_view", "ChunkFrames", "completion", "parse_arguments", "text_of"]
+__all__ = ["RequestUnfit", "translation", "chat_usage_view", "ChunkFrames", "completion", "parse_arguments", "text_of"]
+
+
+class RequestUnfit(Exception):
+    """A request an adapter cannot translate for its provider: a field of a shape it does not take.
+    The client gets a 400 (the request's fields are checked first, by name: p402.web.shapes; this
+    is for what those checks let through)."""
+
+
+def translation(build: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """Mark a request translator: what it fails on is the request's fault (a 400), not the gateway's."""
+    @functools.wraps(build)
+    def translate(body: dict[str, Any], *args: Any) -> dict[str, Any]:
+        try:
+            return build(body, *args)
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+            raise RequestUnfit(f"the request cannot be translated for this provider: a field has a shape "
+                               f"it does not take ({type(exc).__name__}: {exc})") from None
+    return translate
 
 
 def chat_usage_view(usage: Usage) -> dict[str, Any]:

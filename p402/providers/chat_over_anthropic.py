@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from p402.pipeline.ports import Usage
-from p402.providers.chat_format import ChunkFrames, completion, parse_arguments, text_of
+from p402.providers.chat_format import ChunkFrames, completion, parse_arguments, text_of, translation
 
 __all__ = ["messages_request_from_chat", "completion_from_message", "ChunkWriter", "FINISH_REASONS",
            "DEFAULT_MAX_TOKENS"]
@@ -83,6 +83,7 @@ def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
     return mapped
 
 
+@translation
 def messages_request_from_chat(body: dict[str, Any]) -> dict[str, Any]:
     """An OpenAI Chat Completions request as an Anthropic Messages request."""
     system: list[str] = []

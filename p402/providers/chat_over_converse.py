@@ -21,7 +21,7 @@ from typing import Any, Mapping
 import orjson
 
 from p402.pipeline.ports import Usage
-from p402.providers.chat_format import ChunkFrames, completion, parse_arguments
+from p402.providers.chat_format import ChunkFrames, completion, parse_arguments, translation
 
 __all__ = ["converse_request_from_chat", "completion_from_converse", "ConverseChunkWriter", "read_converse_usage",
            "FINISH_REASONS"]
@@ -87,6 +87,7 @@ def _tool_config(tools: list[dict[str, Any]], choice: Any) -> dict[str, Any]:
     return config
 
 
+@translation
 def converse_request_from_chat(body: dict[str, Any]) -> dict[str, Any]:
     """An OpenAI Chat Completions request as a Converse request (the model id goes in the URL)."""
     system: list[dict[str, Any]] = []

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 import orjson
 
 from p402.pipeline.ports import Usage
-from p402.providers.chat_format import ChunkFrames, completion
+from p402.providers.chat_format import ChunkFrames, completion, translation
 
 __all__ = ["gemini_request_from_chat", "completion_from_gemini", "GeminiChunkWriter", "read_gemini_usage",
            "FINISH_REASONS"]
@@ -99,6 +99,7 @@ def _tool_config(choice: Any) -> dict[str, Any] | None:
     return {"functionCallingConfig": {"mode": mode}} if mode else None
 
 
+@translation
 def gemini_request_from_chat(body: dict[str, Any]) -> dict[str, Any]:
     """An OpenAI Chat Completions request as a Gemini `GenerateContentRequest`."""
     system: list[str] = []

@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import orjson
 
 from p402.pipeline.ports import Call, Reply, Usage, aclose
-from p402.providers.chat_format import parse_arguments, text_of
+from p402.providers.chat_format import parse_arguments, text_of, translation
 from p402.providers.error_bodies import relay_error
 from p402.providers.relay import MappedStream
 from p402.providers.sse import SSEDecoder, event_frame
@@ -93,6 +93,7 @@ def _tool_choice(choice: Any) -> Any:
     return {"auto": "auto", "any": "required", "none": "none"}.get(str(kind))
 
 
+@translation
 def chat_request_from_messages(body: dict[str, Any], bound_field: str = "max_tokens") -> dict[str, Any]:
     """An Anthropic Messages request as an OpenAI Chat Completions request."""
     messages: list[dict[str, Any]] = []

@@ -20,6 +20,7 @@ from p402.core.scopes import HEADER_KINDS, Attribution
 from p402.pipeline.gateway import Admitted, Gateway, Inbound, Refusal
 from p402.web.bodies import BodyError, read_body
 from p402.web.envelopes import anthropic_error, openai_error
+from p402.web.shapes import ShapeError, check_chat, check_messages
 
 __all__ = ["ClientRoutes", "ROUTES"]
 
@@ -65,6 +66,10 @@ def _validate(route: str, body: Any) -> dict[str, Any]:
         if body.get("stream_options") is not None and not isinstance(body["stream_options"], dict):
             raise BadRequest(400, "stream_options: must be an object such as {\"include_usage\": true}",
                              "stream_options")
+        try:
+            (check_chat if route == "chat" else check_messages)(body)
+        except ShapeError as exc:
+            raise BadRequest(400, exc.message, exc.param) from None
     else:
         inp = body.get("input")
         if not (isinstance(inp, str) or (isinstance(inp, list) and inp)):

@@ -15,6 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterator
 
+import anthropic
 import openai
 import orjson
 import pytest
@@ -171,6 +172,52 @@ def test_a_messages_request_is_bounded_by_its_max_tokens_alone(tmp_path: Path, f
                                                   extra_body={"max_completion_tokens": 100_000})
             assert upstream_bound(provider, fakes["servers"][provider].requests[-1].json) == 9
         assert [d["max_tokens"] for d in rows(tmp_path, "decision")] == [9, 9]
+
+
+BAD_CHAT = [  # (extra fields of a chat request, the field its 400 names)
+    ({"temperature": "hot"}, "temperature"),
+    ({"stop": 5}, "stop"),
+    ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+    ({"messages": [{"role": "system", "content": [{"type": "text", "text": 5}]}, *PROMPT]}, "messages[0].content[0].text"),
+    ({"messages": [*PROMPT, {"role": "assistant", "content": None, "tool_calls": [1]}]}, "messages[1].tool_calls"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": 5}]}]}, "messages[0].content[0].image_url"),
+    ({"tools": 5}, "tools"),
+    ({"metadata": "x"}, "metadata"),
+]
+BAD_MESSAGES = [
+    ({"metadata": "x"}, "metadata"),
+    ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+    ({"messages": [{"role": "user", "content": [{"type": "image", "source": "x"}]}]}, "messages[0].content[0].source"),
+    ({"tools": 5}, "tools"),
+    ({"system": [{"type": "text", "text": 5}]}, "system[0].text"),
+    ({"stop_sequences": "END"}, "stop_sequences"),
+]
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "claude", "gemini", "nova", "router-mini"])
+def test_a_request_field_of_the_wrong_shape_is_a_400_naming_it_for_every_provider(
+        tmp_path: Path, fakes: dict[str, Any], model: str) -> None:
+    with provider_gateway(tmp_path, fakes["servers"]) as gw:
+        chat = gw.openai("carol").with_options(max_retries=0).chat.completions
+        for extra, param in BAD_CHAT:
+            with pytest.raises(openai.BadRequestError) as err:
+                chat.create(**{"model": model, "messages": PROMPT, "max_tokens": 16, **extra})  # type: ignore[call-overload]
+            assert err.value.body["param"] == param and err.value.body["message"].startswith(param + ": "), extra
+        messages = gw.anthropic("carol").with_options(max_retries=0).messages
+        for extra, param in BAD_MESSAGES:
+            with pytest.raises(anthropic.BadRequestError) as aerr:
+                messages.create(**{"model": model, "max_tokens": 16, "messages": PROMPT, **extra})  # type: ignore[call-overload]
+            assert aerr.value.body["error"]["message"].startswith(param + ": "), extra
+        # What the shapes let through but a translator cannot take is a 400 too, before any call.
+        odd_choice = {"type": "function", "function": "lookup"}
+        tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+        if model in ("claude", "gemini", "nova"):
+            with pytest.raises(openai.BadRequestError) as err:
+                chat.create(model=model, messages=PROMPT, max_tokens=16, tools=tools,  # type: ignore[arg-type]
+                            tool_choice=odd_choice)  # type: ignore[arg-type]
+            assert "cannot be translated" in err.value.body["message"]
+        assert sum(len(server.requests) for server in fakes["servers"].values()) == 0
+        assert all(r["outcome"] == "allow" for r in rows(tmp_path, "decision")) and reserved(tmp_path) == 0
 
 
 def test_anthropic_sdk_reaches_native_and_translated_providers(tmp_path: Path, fakes: dict[str, Any]) -> None:
