@@ -174,7 +174,7 @@ def test_a_messages_request_is_bounded_by_its_max_tokens_alone(tmp_path: Path, f
         assert [d["max_tokens"] for d in rows(tmp_path, "decision")] == [9, 9]
 
 
-BAD_CHAT = [  # (extra fields of a chat request, the field its 400 names)
+BAD_CHAT: list[tuple[dict[str, Any], str]] = [  # (extra fields of a chat request, the field its 400 names)
     ({"temperature": "hot"}, "temperature"),
     ({"stop": 5}, "stop"),
     ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
@@ -184,7 +184,7 @@ BAD_CHAT = [  # (extra fields of a chat request, the field its 400 names)
     ({"tools": 5}, "tools"),
     ({"metadata": "x"}, "metadata"),
 ]
-BAD_MESSAGES = [
+BAD_MESSAGES: list[tuple[dict[str, Any], str]] = [
     ({"metadata": "x"}, "metadata"),
     ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
     ({"messages": [{"role": "user", "content": [{"type": "image", "source": "x"}]}]}, "messages[0].content[0].source"),
@@ -201,20 +201,19 @@ def test_a_request_field_of_the_wrong_shape_is_a_400_naming_it_for_every_provide
         chat = gw.openai("carol").with_options(max_retries=0).chat.completions
         for extra, param in BAD_CHAT:
             with pytest.raises(openai.BadRequestError) as err:
-                chat.create(**{"model": model, "messages": PROMPT, "max_tokens": 16, **extra})  # type: ignore[call-overload]
+                chat.create(**{"model": model, "messages": PROMPT, "max_tokens": 16, **extra})
             assert err.value.body["param"] == param and err.value.body["message"].startswith(param + ": "), extra
         messages = gw.anthropic("carol").with_options(max_retries=0).messages
         for extra, param in BAD_MESSAGES:
             with pytest.raises(anthropic.BadRequestError) as aerr:
-                messages.create(**{"model": model, "max_tokens": 16, "messages": PROMPT, **extra})  # type: ignore[call-overload]
+                messages.create(**{"model": model, "max_tokens": 16, "messages": PROMPT, **extra})
             assert aerr.value.body["error"]["message"].startswith(param + ": "), extra
         # What the shapes let through but a translator cannot take is a 400 too, before any call.
         odd_choice = {"type": "function", "function": "lookup"}
         tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
         if model in ("claude", "gemini", "nova"):
             with pytest.raises(openai.BadRequestError) as err:
-                chat.create(model=model, messages=PROMPT, max_tokens=16, tools=tools,  # type: ignore[arg-type]
-                            tool_choice=odd_choice)  # type: ignore[arg-type]
+                chat.create(model=model, messages=PROMPT, max_tokens=16, tools=tools, tool_choice=odd_choice)
             assert "cannot be translated" in err.value.body["message"]
         assert sum(len(server.requests) for server in fakes["servers"].values()) == 0
         assert all(r["outcome"] == "allow" for r in rows(tmp_path, "decision")) and reserved(tmp_path) == 0
