@@ -75,7 +75,7 @@ def endpoint(runtime: Any, area: str | None, fn: Handler) -> Callable[[Request],
     async def handle(request: Request) -> Response:
         try:
             role = role_of(runtime, request)
-            if request.method != "GET" and area is not None and role not in _WRITE[area]:
+            if request.method not in ("GET", "HEAD") and area is not None and role not in _WRITE[area]:
                 raise ApiError(403, f"role {role} may not change {area}", "forbidden")
             result = await fn(request, role)
             return result if isinstance(result, Response) else json_response(result)

@@ -77,7 +77,8 @@ def _error(status: int, message: str, code: str) -> Response:
 
 def _last_event_id(request: Request) -> int | None:
     raw = request.headers.get("last-event-id", "")
-    return int(raw) if raw.isdigit() else None
+    # ASCII digits only (str.isdigit also takes "²"), and no longer than a ledger seq can be.
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 19 else None
 
 
 def _server_stopping(receive: Any, keep_alive_at_start: bool) -> bool:

@@ -87,6 +87,10 @@ def test_viewer_reads_finance_changes_budgets_admin_changes_keys(tmp_path: Path)
     with gateway(config_of(org(tmp_path))) as gw:
         for path in ("/budgets", "/keys", "/spend", "/ledger/events", "/openapi.json"):
             assert call(gw, "GET", path, token=VIEWER_TOKEN)[0] == 200, path
+            head = urllib.request.Request(f"{gw.base}/admin/v1{path}", method="HEAD",
+                                          headers={"Authorization": f"Bearer {VIEWER_TOKEN}"})
+            with urllib.request.urlopen(head) as resp:  # a HEAD reads, as its GET does
+                assert resp.status == 200 and resp.read() == b"", path
 
         for method, path, body in [("POST", "/budgets", ENG_BUDGET), ("PATCH", "/budgets/acme-month", {"cap_usd": "1"}),
                                    ("DELETE", "/budgets/acme-month", _NO_BODY), ("POST", "/keys", {"employee": "bob"}),

@@ -221,6 +221,20 @@ def test_a_reconnecting_browser_resumes_after_its_last_event_id(gateway: Dashboa
     assert wait_until(lambda: not feed.subscribers), "the stream kept its subscriber after the client hung up"
 
 
+@pytest.mark.parametrize("last_event_id", ["\u00b2", "9" * 5000, "-3", "abc"])
+def test_a_last_event_id_that_is_not_a_seq_replays_nothing_and_streams_on(gateway: DashboardGateway,
+                                                                          last_event_id: str) -> None:
+    cost(gateway.chat("alice"))
+    sse = SseClient(f"{gateway.base}/dashboard/stream", {"Authorization": f"Bearer {ADMIN_TOKEN}",
+                                                          "Last-Event-ID": last_event_id})
+    try:
+        assert sse.next_of("tiles").json()["departments"]  # the stream opened (not a 500)
+        cost(gateway.chat("alice"))
+        assert int(sse.next_of("ledger").id or 0) > max(gateway.ledger_seqs(0)) - 2  # live rows, no replay
+    finally:
+        sse.close()
+
+
 def test_an_idle_stream_sends_heartbeats(gateway: DashboardGateway, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dashboard, "HEARTBEAT_S", 0.1)  # 15 s in production; the stream reads it each tick
     sse = SseClient(f"{gateway.base}/dashboard/stream?token={VIEWER_TOKEN}")
