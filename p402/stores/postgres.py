@@ -49,7 +49,7 @@ from p402.stores import pgsql as q
 from p402.stores.pgledger import append, appended_seqs, dumps
 from p402.stores.pgpool import DEFAULT_POOL_SIZE, Connection, PgPool, retrying, translate
 from p402.stores.pgseal import PostgresSealLock
-from p402.stores.layout import LEDGER_COLUMNS, is_denial, ledger_query, spend_attribution, spend_row
+from p402.stores.layout import LEDGER_COLUMNS, hold_context, is_denial, ledger_query, spend_row
 
 __all__ = ["PostgresStore", "CONNECT_TIMEOUT_S", "STATEMENT_TIMEOUT_MS", "EXPIRE_BATCH", "CHAIN_BATCH"]
 
@@ -147,7 +147,7 @@ class PostgresStore:
                 reserve_on = q.lock_order(decision.reserve_on)
                 if reserve_on:
                     await conn.execute(q.RESERVE, (amount, *q.key_arrays(reserve_on)))
-                context = spend_attribution(body)
+                context = hold_context(body)
                 await conn.execute(q.ADD_HOLD, (
                     hold_id, body["event_id"], amount,
                     dumps([[k.budget_id, k.member, k.window] for k in reserve_on]).decode(),
@@ -194,11 +194,11 @@ class PostgresStore:
         """Settle every hold whose lease ran out at its reserved amount; returns how many."""
         count = 0
         while True:
-            rows = await self.pool.fetch("SELECT id, event_id, amount, keys, expires_at FROM holds "
+            rows = await self.pool.fetch("SELECT id, event_id, amount, keys, expires_at, context FROM holds "
                                          "WHERE expires_at < %s ORDER BY expires_at LIMIT %s",
                                          (now.timestamp(), EXPIRE_BATCH))
-            for hold_id, event_id, amount, keys, expires_at in rows:
-                info = HoldInfo(hold_id, event_id, amount, tuple(CounterKey(*k) for k in keys), expires_at)
+            for hold_id, event_id, amount, keys, expires_at, context in rows:
+                info = HoldInfo(hold_id, event_id, amount, tuple(CounterKey(*k) for k in keys), expires_at, context)
                 entry = make_entry(info) if make_entry else {"kind": "expire", "event_id": new_id("evt", now),
                                                              "ts": _iso(now), "ref": event_id}
                 # Another replica may expire the same hold; only one settles it.
