@@ -134,6 +134,33 @@ def test_expired_holds_are_settled_at_their_reservation(store: Any, run: Any) ->
     assert rows(store) == 4
 
 
+@pytest.mark.parametrize("written_out", [False, True], ids=["in-ledger", "in-holds-table"])
+def test_an_expired_hold_hands_its_decision_s_attribution_to_another_replica(backend: Any, run: Any,
+                                                                               written_out: bool) -> None:
+    crashed = backend.open()
+    _, hold, body = run(reserve(crashed, TIGHT, who("alice", project="apollo"), lease_s=30))
+    if written_out:
+        run(crashed.write_out())  # SQLite: the hold reaches the holds table (PostgreSQL writes it at once)
+    seen: list[HoldInfo] = []
+
+    def orphaned(info: HoldInfo) -> dict[str, Any]:
+        seen.append(info)
+        return {"event_id": info.event_id, "ts": iso(later(60)), "kind": "expire", "ref": info.event_id,
+                "flags": ["orphaned"], **{k: v or None for k, v in info.context.items()}}
+
+    survivor = backend.open()
+    assert run(survivor.expire_holds(later(60), orphaned)) == 1
+    [info] = seen
+    assert info.id == hold
+    assert {k: info.context[k] for k in ("tenant", "key", "department", "employee", "project", "model")} == {
+        "tenant": "acme", "key": "k-alice", "department": "eng", "employee": "alice", "project": "apollo",
+        "model": "m-std"}
+    assert info.context["customer"] == info.context["workflow"] == ""
+    [row] = run(survivor.events(LedgerFilter(scope_kind="project", scope_id="apollo", kind="expire")))
+    assert row.body["event_id"] == body["event_id"]
+    assert chain_ok(survivor) == 2  # the indexed columns equal the row's body
+
+
 def test_every_operation_extends_one_verifiable_chain(store: Any, run: Any) -> None:
     steps = [
         lambda: reserve(store, TIGHT, who("alice")),
