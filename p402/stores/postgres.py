@@ -23,7 +23,7 @@ Round trips (statements are pipelined; see `pgpool`):
   settle   2: [BEGIN, lock hold, lock its counters, settle them, delete hold]
               -> [spend rollup, append, COMMIT]
   record   1: [BEGIN, spend rollup (denials), append, COMMIT]
-  policy and key changes 2; reads 1.
+  policy changes 2; key changes 3 (the new policy version is read for the row); reads 1.
 """
 
 from __future__ import annotations
@@ -239,7 +239,7 @@ class PostgresStore:
                 return False
             await conn.execute(q.UPSERT_KEY, (key.id, secret_hash, key.tenant, key.owner_kind, key.owner_id,
                                              key.department, key.employee, key.workflow, key.prefix, key.created_at))
-            await conn.execute(q.BUMP_VERSION)
+            entry["policy_version"] = await _bumped_version(conn)
             appended = await append(conn, [entry])
         await appended_seqs(appended, [entry])  # a reused secret raised Conflict at COMMIT
         return True
@@ -257,7 +257,7 @@ class PostgresStore:
             if row[0] is not None:
                 raise Conflict(f"key {key_id} is already revoked")
             await conn.execute("UPDATE api_keys SET revoked_at = %s WHERE id = %s", (entry["ts"], key_id))
-            await conn.execute(q.BUMP_VERSION)
+            entry["policy_version"] = await _bumped_version(conn)
             appended = await append(conn, [entry])
         await appended_seqs(appended, [entry])
 
@@ -387,6 +387,12 @@ async def _setup_connection(conn: Connection) -> None:
     """
     if conn.info.server_version >= 140000:  # the setting exists from PostgreSQL 14 on
         await conn.execute(f"SET client_connection_check_interval = {CLIENT_CHECK_INTERVAL_MS}")
+
+
+async def _bumped_version(conn: Connection) -> int:
+    """Bump the policy version; the new one, for the change's ledger row (a round trip: key changes are rare)."""
+    row = await (await conn.execute(q.BUMP_VERSION)).fetchone()
+    return int(row[0]) if row else 0
 
 
 async def _count_spend(conn: Connection, body: Mapping[str, Any], cost_nanos: int, denied: bool) -> None:

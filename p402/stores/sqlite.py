@@ -309,7 +309,7 @@ class SqliteStore:
                                  key.employee, key.workflow, key.prefix, key.created_at))
             except sqlite3.IntegrityError as exc:
                 raise Conflict(f"key {key.id}: that secret is already used by another key") from exc
-            self._bump_version()
+            entry["policy_version"] = self._bump_version()
             self._append(entry)
             return True
 
@@ -321,7 +321,7 @@ class SqliteStore:
             if row[0] is not None:
                 raise Conflict(f"key {key_id} is already revoked")
             self.db.execute("UPDATE api_keys SET revoked_at=? WHERE id=?", (entry["ts"], key_id))
-            self._bump_version()
+            entry["policy_version"] = self._bump_version()
             self._append(entry)
 
     # -- policy objects -----------------------------------------------------------

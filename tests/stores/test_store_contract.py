@@ -238,6 +238,10 @@ def test_keys_are_put_found_and_revoked(store: Any, run: Any) -> None:
     assert [k.id for k in run(store.list_keys())] == ["k-alice", "k-bob"]
     assert run(store.policy_version()) == 3
     assert rows(store) == 3
+    # Each key change is a policy change, and its row names the version it made (SPEC §2.5).
+    changes = [e.body for e in run(store.events(LedgerFilter(kind="policy")))]
+    assert [(b["reason"], b.get("policy_version")) for b in changes] == [
+        ("put-bob", 3), ("revoke-alice", 2), ("put-alice", 1)]
     # Re-pointing a revoked key (a config's new secret for it) never brings it back: revocation is final.
     assert run(store.put_key(alice, "hash-a2", policy_entry("repoint-alice"))) is True
     assert run(store.find_key("hash-a2")) == replace(alice, revoked=True)
