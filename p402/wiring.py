@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from p402.config import Config
-from p402.core.ids import new_id
-from p402.core.money import format_usd
 from p402.errors import LedgerCorrupt, StoreUnavailable
 from p402.ops.apply import apply_config
 from p402.ops.metrics import Metrics
@@ -25,8 +23,8 @@ from p402.ops.policy_cache import POLL_INTERVAL_S, PolicyCache
 from p402.ops.spool import FileSpool
 from p402.pipeline.auth import KeyRing
 from p402.pipeline.gateway import Gateway
-from p402.pipeline.ports import Provider
-from p402.pipeline.records import iso
+from p402.pipeline.ports import HoldInfo, Provider
+from p402.pipeline.records import expiry_entry
 from p402.pipeline.tokens import warm
 from p402.prove.checkpoints import Checkpointer, FileSealLock
 from p402.prove.signing import Signer
@@ -108,13 +106,13 @@ class Runtime:
         return int(await self.store.write_out())
 
     async def expire(self) -> int:
+        """Settle the holds whose lease ran out (their requests vanished), each with its expire row."""
         now = self.clock()
+        # The store's own version, not this replica's snapshot of it (up to a poll interval old).
+        version = await self.store.policy_version()
 
-        def entry(hold: Any) -> dict[str, Any]:
-            return {"event_id": hold.event_id, "ref": hold.event_id, "ts": iso(now), "kind": "expire",
-                    "tenant": self.config.tenant, "hold_id": hold.id, "cost_usd": format_usd(hold.amount_nanos),
-                    "flags": ["orphaned"], "reason": "the request vanished; its hold's lease expired and it was "
-                                                     "settled at the reserved amount", "id": new_id("exp", now)}
+        def entry(hold: HoldInfo) -> dict[str, Any]:
+            return expiry_entry(now, hold, self.config.tenant, version)
         return int(await self.store.expire_holds(now, entry))
 
     async def seal(self) -> dict[str, Any] | None:

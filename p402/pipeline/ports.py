@@ -56,6 +56,9 @@ class HoldInfo:
     amount_nanos: int
     keys: tuple[CounterKey, ...]
     expires_at: float
+    # What the hold kept of its decision: the attribution, model and provider ("" when absent;
+    # p402.stores.layout.hold_context), so an expiry row can say whose request it was.
+    context: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +100,9 @@ class BudgetStore(Protocol):
         """Append one ledger row (denials, policy changes). Returns its seq."""
         ...
 
-    async def expire_holds(self, now: datetime) -> int:
-        """Settle every hold whose lease ran out at its reserved amount, flagged orphaned."""
+    async def expire_holds(self, now: datetime, make_entry: Callable[[HoldInfo], dict[str, Any]] | None = None) -> int:
+        """Settle every hold whose lease ran out at its reserved amount, flagged orphaned;
+        `make_entry` builds each one's ledger row from what the hold kept."""
         ...
 
     async def find_key(self, secret_hash: str) -> KeyRecord | None: ...

@@ -11,16 +11,21 @@ from datetime import datetime, timezone
 from typing import Any
 
 from p402.core.decision import Ask, Balance, Decision
+from p402.core.ids import new_id
 from p402.core.money import format_usd
 from p402.core.periods import boundary_iso
 from p402.core.scopes import Attribution
+from p402.pipeline.ports import HoldInfo
 
-__all__ = ["iso", "decision_entry", "settlement_entry", "policy_entry", "binding_view"]
+__all__ = ["iso", "decision_entry", "settlement_entry", "expiry_entry", "policy_entry", "binding_view"]
 
 
 def iso(now: datetime) -> str:
     """ISO 8601 UTC with milliseconds and a Z, as every ledger timestamp."""
     return now.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+_WHO_KEYS = ("key", "department", "employee", "workflow", "customer", "project", "feature")
 
 
 def _who(who: Attribution) -> dict[str, Any]:
@@ -75,6 +80,25 @@ def settlement_entry(event_id: str, now: datetime, ask: Ask, hold_id: str, estim
         "estimate_usd": format_usd(estimate_nanos), "cost_usd": format_usd(cost_nanos),
         "overrun_usd": format_usd(cost_nanos - estimate_nanos) if cost_nanos > estimate_nanos else None,
         "status": status, "error": error, "policy_version": policy_version, "flags": flags,
+    }
+
+
+def expiry_entry(now: datetime, hold: HoldInfo, tenant: str, policy_version: int) -> dict[str, Any]:
+    """An orphaned hold settled at its reserved amount when its lease ran out (SPEC §2.4).
+
+    The request is gone, so the row says whose it was from what the hold kept of its decision:
+    the same attribution, model and provider as a settle row. `tenant` is the store's own, for
+    holds opened before holds kept it; `policy_version` is the one current as the row is written.
+    """
+    kept = hold.context
+    who = {k: kept.get(k) or None for k in _WHO_KEYS}
+    who["tenant"] = kept.get("tenant") or tenant
+    return {
+        "event_id": hold.event_id, "ref": hold.event_id, "ts": iso(now), "kind": "expire", **who,
+        "model": kept.get("model") or None, "provider": kept.get("provider") or None, "hold_id": hold.id,
+        "estimate_usd": format_usd(hold.amount_nanos), "cost_usd": format_usd(hold.amount_nanos),
+        "flags": ["orphaned"], "policy_version": policy_version, "id": new_id("exp", now),
+        "reason": "the request vanished; its hold's lease expired and it was settled at the reserved amount",
     }
 
 

@@ -64,7 +64,8 @@ def _binding(body: Mapping[str, Any]) -> str | None:
     b = body.get("binding")
     if not isinstance(b, Mapping):
         return None
-    return (f"The binding budget was {b.get('budget_id', '?')} on {b.get('scope', '?')}: cap {_usd(b.get('cap_usd'))}, "
+    # `binding_view` (p402.pipeline.records) names the budget `id`, as the deny body does.
+    return (f"The binding budget was {b.get('id', '?')} on {b.get('scope', '?')}: cap {_usd(b.get('cap_usd'))}, "
             f"settled {_usd(b.get('settled_usd'))}, reserved {_usd(b.get('reserved_usd'))}, "
             f"remaining {_usd(b.get('remaining_usd'))}.")
 
@@ -124,7 +125,11 @@ def _settlement(body: Mapping[str, Any]) -> list[str]:
     tokens = ""
     if isinstance(body.get("input_tokens"), int) or isinstance(body.get("output_tokens"), int):
         tokens = f" ({body.get('input_tokens', 0)} input, {body.get('output_tokens', 0)} output tokens)"
-    if kind == "expire" or "orphaned" in flags:
+    if kind == "late_settle":
+        lines = [f"The call{ref} reported back after its lease had run out, when its reservation had already been "
+                 f"settled in full as orphaned; it actually cost {_usd(body.get('cost_usd'))}{tokens}. This row "
+                 f"records that cost beside the orphaned settlement; it does not change any balance."]
+    elif kind == "expire" or "orphaned" in flags:
         lines = [f"The call{ref} never reported back; when its lease ran out its reservation was settled in full "
                  f"at {_usd(body.get('cost_usd'))} and flagged orphaned."]
     elif kind == "release":
@@ -141,13 +146,14 @@ def _settlement(body: Mapping[str, Any]) -> list[str]:
 def explain(body: Mapping[str, Any]) -> str:
     """A plain-language account of one ledger row (any kind)."""
     kind = body.get("kind")
-    head = f"{str(kind or 'row').capitalize()} {body.get('event_id', '')} at {body.get('ts', 'an unknown time')}"
+    name = str(kind or "row").replace("_", " ").capitalize()
+    head = f"{name} {body.get('event_id', '')} at {body.get('ts', 'an unknown time')}"
     if body.get("policy_version") is not None:
         head += f", under policy version {body['policy_version']}"
     lines = [head + "."]
     if kind == "decision":
         lines += _decision(body)
-    elif kind in ("settle", "release", "expire"):
+    elif kind in ("settle", "release", "expire", "late_settle"):
         lines += _settlement(body)
     elif kind == "checkpoint":
         lines.append(f"Seals ledger rows 1..{body.get('covered_seq')} under Merkle root {body.get('root')}, "

@@ -2,7 +2,10 @@
 
 It answers with `min(max_tokens, completion_tokens)` output tokens after
 `latency_ms`, and reports usage exactly as the OpenAI API does (streaming
-included: the usage chunk with `choices: []` before `[DONE]`). It speaks the
+included: the usage chunk with `choices: []` before `[DONE]`). A chat request's
+`n` gets n choices, each of that many tokens, and usage counts all of them, as
+OpenAI bills them; streamed, their chunks interleave, each naming its choice's
+`index`. It speaks the
 three client formats natively, so the demo, the tests and the benchmarks need
 no network. Input tokens are counted the way the OpenAI API counts them.
 """
@@ -97,14 +100,17 @@ class SimulatedProvider:
                              "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}
             return Reply(200, body=orjson.dumps(msg), usage=usage)
         usage = Usage(input_tokens=chat_input_bound(body, "o200k_base"))
+        choices = int(body.get("n") or 1)  # the edge checked it is a whole number in range
         if call.stream:
-            return Reply(200, "text/event-stream", chunks=self._chat_stream(call, out, truncated, usage), usage=usage)
-        usage.output_tokens, usage.reported = out, True
+            return Reply(200, "text/event-stream", chunks=self._chat_stream(call, out, truncated, usage, choices),
+                         usage=usage)
+        usage.output_tokens, usage.reported = out * choices, True
         reply = {"id": self._id("chatcmpl"), "object": "chat.completion", "created": int(time.time()),
                  "model": call.upstream_model, "system_fingerprint": "fp_p402sim",
-                 "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(_text(out)),
+                 "choices": [{"index": i, "message": {"role": "assistant", "content": "".join(_text(out)),
                                                       "refusal": None},
-                              "logprobs": None, "finish_reason": "length" if truncated else "stop"}],
+                              "logprobs": None, "finish_reason": "length" if truncated else "stop"}
+                             for i in range(choices)],
                  "usage": _openai_usage(usage)}
         return Reply(200, body=orjson.dumps(reply), usage=usage)
 
@@ -127,25 +133,31 @@ class SimulatedProvider:
                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
         return Reply(200, body=orjson.dumps(out), usage=usage)
 
-    async def _chat_stream(self, call: Call, out: int, truncated: bool, usage: Usage) -> AsyncIterator[bytes]:
+    async def _chat_stream(self, call: Call, out: int, truncated: bool, usage: Usage,
+                           choices: int = 1) -> AsyncIterator[bytes]:
         ident, created = self._id("chatcmpl"), int(time.time())
         want_usage = call.client_wants_usage
 
-        def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
+        def chunk(index: int, delta: dict[str, Any], finish: str | None) -> bytes:
             obj: dict[str, Any] = {"id": ident, "object": "chat.completion.chunk", "created": created,
                                    "model": call.upstream_model, "system_fingerprint": "fp_p402sim",
-                                   "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+                                   "choices": [{"index": index, "delta": delta, "logprobs": None,
+                                                "finish_reason": finish}]}
             if want_usage:
                 obj["usage"] = None
             return _sse(obj)
 
-        yield chunk({"role": "assistant", "content": "", "refusal": None}, None)
+        # As OpenAI streams `n` choices: one choice per chunk, the choices taking turns.
+        for i in range(choices):
+            yield chunk(i, {"role": "assistant", "content": "", "refusal": None}, None)
         for word in _text(out):
-            usage.output_tokens += 1
-            yield chunk({"content": word}, None)
+            for i in range(choices):
+                usage.output_tokens += 1
+                yield chunk(i, {"content": word}, None)
             await asyncio.sleep(self.stream_delay_s)
         usage.reported = True
-        yield chunk({}, "length" if truncated else "stop")
+        for i in range(choices):
+            yield chunk(i, {}, "length" if truncated else "stop")
         if want_usage:
             yield _sse({"id": ident, "object": "chat.completion.chunk", "created": created,
                         "model": call.upstream_model, "system_fingerprint": "fp_p402sim", "choices": [],

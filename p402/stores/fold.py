@@ -4,7 +4,7 @@ Every ledger row that changes state carries its *effects*, a JSON object:
 
     {"c": [[budget_id, member, window, settled_delta, reserved_delta], ...],   counters
      "h": [hold_id, event_id, amount, [[budget_id, member, window], ...],      a hold opened
-           expires_at, {attribution}],
+           expires_at, {context}],                                       context: layout.hold_context
      "x": hold_id,                                                             a hold closed
      "s": [day, department, employee, project, customer, feature, workflow,   a spend rollup
            key_id, model, cost, requests, denied]}
@@ -36,7 +36,7 @@ class Hold(NamedTuple):
     amount: int
     keys: tuple[Key, ...]
     expires_at: float
-    context: dict[str, Any]  # the attribution its settlement's spend rollup is keyed by (SPEND_KEYS)
+    context: dict[str, Any]  # what it kept of its decision (layout.hold_context): attribution, model, provider
 
     @property
     def department(self) -> str:

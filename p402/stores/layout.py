@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 from p402.pipeline.ports import LedgerFilter
 
-__all__ = ["LEDGER_COLUMNS", "SPEND_KEYS", "ledger_query", "spend_attribution", "spend_row", "is_denial"]
+__all__ = ["LEDGER_COLUMNS", "SPEND_KEYS", "HOLD_KEYS", "ledger_query", "hold_context", "spend_row", "is_denial"]
 
 # Ledger columns that copy a body field (column -> body key); verify checks them.
 LEDGER_COLUMNS = {"event_id": "event_id", "ts": "ts", "kind": "kind", "deny_code": "deny_code",
@@ -19,11 +19,15 @@ LEDGER_COLUMNS = {"event_id": "event_id", "ts": "ts", "kind": "kind", "deny_code
                   "customer": "customer", "feature": "feature", "workflow": "workflow", "key_id": "key"}
 # The attribution a spend rollup row is keyed by (body keys), after its day.
 SPEND_KEYS = ("department", "employee", "project", "customer", "feature", "workflow", "key", "model")
+# What a hold keeps of its decision (body keys): the rollup's attribution, and the rest of what a
+# settlement row says of the request, so that an expiry row can say it too when the request is gone.
+HOLD_KEYS = (*SPEND_KEYS, "tenant", "provider")
 
 
-def spend_attribution(body: Mapping[str, Any]) -> dict[str, str]:
-    """What a hold keeps for its settlement's rollup row: the body's SPEND_KEYS, absent or null as ""."""
-    return {k: body.get(k) or "" for k in SPEND_KEYS}
+def hold_context(body: Mapping[str, Any]) -> dict[str, str]:
+    """What a hold keeps of its decision's body: the HOLD_KEYS, absent or null as "".
+    (Holds opened by an earlier p402 kept only the SPEND_KEYS.)"""
+    return {k: body.get(k) or "" for k in HOLD_KEYS}
 
 
 def spend_row(body: Mapping[str, Any], cost_nanos: int, denied: bool) -> tuple[Any, ...]:

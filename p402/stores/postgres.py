@@ -23,7 +23,7 @@ Round trips (statements are pipelined; see `pgpool`):
   settle   2: [BEGIN, lock hold, lock its counters, settle them, delete hold]
               -> [spend rollup, append, COMMIT]
   record   1: [BEGIN, spend rollup (denials), append, COMMIT]
-  policy and key changes 2; reads 1.
+  policy changes 2; key changes 3 (the new policy version is read for the row); reads 1.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from p402.stores import pgsql as q
 from p402.stores.pgledger import append, appended_seqs, dumps
 from p402.stores.pgpool import DEFAULT_POOL_SIZE, Connection, PgPool, retrying, translate
 from p402.stores.pgseal import PostgresSealLock
-from p402.stores.layout import LEDGER_COLUMNS, is_denial, ledger_query, spend_attribution, spend_row
+from p402.stores.layout import LEDGER_COLUMNS, hold_context, is_denial, ledger_query, spend_row
 
 __all__ = ["PostgresStore", "CONNECT_TIMEOUT_S", "STATEMENT_TIMEOUT_MS", "EXPIRE_BATCH", "CHAIN_BATCH"]
 
@@ -147,7 +147,7 @@ class PostgresStore:
                 reserve_on = q.lock_order(decision.reserve_on)
                 if reserve_on:
                     await conn.execute(q.RESERVE, (amount, *q.key_arrays(reserve_on)))
-                context = spend_attribution(body)
+                context = hold_context(body)
                 await conn.execute(q.ADD_HOLD, (
                     hold_id, body["event_id"], amount,
                     dumps([[k.budget_id, k.member, k.window] for k in reserve_on]).decode(),
@@ -194,11 +194,11 @@ class PostgresStore:
         """Settle every hold whose lease ran out at its reserved amount; returns how many."""
         count = 0
         while True:
-            rows = await self.pool.fetch("SELECT id, event_id, amount, keys, expires_at FROM holds "
+            rows = await self.pool.fetch("SELECT id, event_id, amount, keys, expires_at, context FROM holds "
                                          "WHERE expires_at < %s ORDER BY expires_at LIMIT %s",
                                          (now.timestamp(), EXPIRE_BATCH))
-            for hold_id, event_id, amount, keys, expires_at in rows:
-                info = HoldInfo(hold_id, event_id, amount, tuple(CounterKey(*k) for k in keys), expires_at)
+            for hold_id, event_id, amount, keys, expires_at, context in rows:
+                info = HoldInfo(hold_id, event_id, amount, tuple(CounterKey(*k) for k in keys), expires_at, context)
                 entry = make_entry(info) if make_entry else {"kind": "expire", "event_id": new_id("evt", now),
                                                              "ts": _iso(now), "ref": event_id}
                 # Another replica may expire the same hold; only one settles it.
@@ -239,7 +239,7 @@ class PostgresStore:
                 return False
             await conn.execute(q.UPSERT_KEY, (key.id, secret_hash, key.tenant, key.owner_kind, key.owner_id,
                                              key.department, key.employee, key.workflow, key.prefix, key.created_at))
-            await conn.execute(q.BUMP_VERSION)
+            entry["policy_version"] = await _bumped_version(conn)
             appended = await append(conn, [entry])
         await appended_seqs(appended, [entry])  # a reused secret raised Conflict at COMMIT
         return True
@@ -257,7 +257,7 @@ class PostgresStore:
             if row[0] is not None:
                 raise Conflict(f"key {key_id} is already revoked")
             await conn.execute("UPDATE api_keys SET revoked_at = %s WHERE id = %s", (entry["ts"], key_id))
-            await conn.execute(q.BUMP_VERSION)
+            entry["policy_version"] = await _bumped_version(conn)
             appended = await append(conn, [entry])
         await appended_seqs(appended, [entry])
 
@@ -387,6 +387,12 @@ async def _setup_connection(conn: Connection) -> None:
     """
     if conn.info.server_version >= 140000:  # the setting exists from PostgreSQL 14 on
         await conn.execute(f"SET client_connection_check_interval = {CLIENT_CHECK_INTERVAL_MS}")
+
+
+async def _bumped_version(conn: Connection) -> int:
+    """Bump the policy version; the new one, for the change's ledger row (a round trip: key changes are rare)."""
+    row = await (await conn.execute(q.BUMP_VERSION)).fetchone()
+    return int(row[0]) if row else 0
 
 
 async def _count_spend(conn: Connection, body: Mapping[str, Any], cost_nanos: int, denied: bool) -> None:

@@ -17,7 +17,8 @@ CREATE TABLE IF NOT EXISTS counters (
   budget_id TEXT COLLATE "C" NOT NULL, member TEXT COLLATE "C" NOT NULL, window_start BIGINT NOT NULL,
   settled BIGINT NOT NULL DEFAULT 0 CHECK (settled >= 0), reserved BIGINT NOT NULL DEFAULT 0 CHECK (reserved >= 0),
   PRIMARY KEY (budget_id, member, window_start));
--- keys: [[budget_id, member, window_start], ...]; context: the attribution settle rolls spend up by.
+-- keys: [[budget_id, member, window_start], ...]; context: what the hold kept of its decision (attribution,
+-- model, provider: p402/stores/layout.py hold_context), for the spend rollup and the expiry row.
 CREATE TABLE IF NOT EXISTS holds (
   id TEXT PRIMARY KEY, event_id TEXT NOT NULL, amount BIGINT NOT NULL, keys JSONB NOT NULL,
   expires_at DOUBLE PRECISION NOT NULL, department TEXT NOT NULL DEFAULT '', context JSONB NOT NULL DEFAULT '{}');

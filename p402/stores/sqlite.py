@@ -45,7 +45,7 @@ from p402.core.ledger import GENESIS_HASH, ChainRow, chain_hash
 from p402.core.policy import CounterKey
 from p402.stores.fold import Fold, Hold, Key, parse_effects
 from p402.errors import Conflict, NotFound, StoreError, StoreUnavailable
-from p402.stores.layout import LEDGER_COLUMNS, is_denial, ledger_query, spend_attribution, spend_row
+from p402.stores.layout import LEDGER_COLUMNS, hold_context, is_denial, ledger_query, spend_row
 from p402.pipeline.ports import EntryBuilder, HoldInfo, KeyRecord, LedgerEvent, LedgerFilter
 
 __all__ = ["SqliteStore", "LEDGER_COLUMNS", "DEFAULT_BUSY_TIMEOUT_MS"]
@@ -234,7 +234,7 @@ class SqliteStore:
             if decision.allowed:
                 amount = decision.estimate_nanos
                 keys = [(k[0], k[1], k[2]) for k in decision.reserve_on]  # plain tuples: JSON arrays
-                context = spend_attribution(body)
+                context = hold_context(body)
                 effects = {"c": [(*k, 0, amount) for k in keys],
                            "h": (hold_id, body["event_id"], amount, keys, now.timestamp() + lease_s, context)}
             else:
@@ -264,7 +264,7 @@ class SqliteStore:
         count = 0
         for hold_id, hold in expired:
             info = HoldInfo(hold_id, hold.event_id, hold.amount, tuple(CounterKey(*k) for k in hold.keys),
-                            hold.expires_at)
+                            hold.expires_at, hold.context)
             entry = make_entry(info) if make_entry else {"kind": "expire", "event_id": new_id("evt", now),
                                                          "ts": _iso(now), "ref": hold.event_id}
             with self._txn():
@@ -309,7 +309,7 @@ class SqliteStore:
                                  key.employee, key.workflow, key.prefix, key.created_at))
             except sqlite3.IntegrityError as exc:
                 raise Conflict(f"key {key.id}: that secret is already used by another key") from exc
-            self._bump_version()
+            entry["policy_version"] = self._bump_version()
             self._append(entry)
             return True
 
@@ -321,7 +321,7 @@ class SqliteStore:
             if row[0] is not None:
                 raise Conflict(f"key {key_id} is already revoked")
             self.db.execute("UPDATE api_keys SET revoked_at=? WHERE id=?", (entry["ts"], key_id))
-            self._bump_version()
+            entry["policy_version"] = self._bump_version()
             self._append(entry)
 
     # -- policy objects -----------------------------------------------------------

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from p402.core.decision import Ask
+from p402.core.policy import ModelSpec
+from p402.core.scopes import Attribution
+from p402.pipeline.ports import Usage
+from p402.pipeline.records import settlement_entry
 from p402.prove.explain import explain
 
 from .ledgers import T0, decision, settlement, who
 
-BINDING = {"budget_id": "eng-month", "scope": "department:eng", "cap_usd": "5000.00", "settled_usd": "4999.9810",
+# As `binding_view` writes it into decision rows (and the deny body shows it).
+BINDING = {"id": "eng-month", "scope": "department:eng", "cap_usd": "5000.00", "settled_usd": "4999.9810",
            "reserved_usd": "0.0150", "remaining_usd": "0.0040"}
 
 
@@ -76,3 +82,17 @@ def test_checkpoints_and_policy_changes_are_explained() -> None:
     policy = {"kind": "policy", "event_id": "evt_2", "ts": "2026-03-02T09:00:00.000Z", "policy_version": 7,
               "reason": "budget eng-month cap changed from $5000 to $6000"}
     assert "Policy change: budget eng-month cap changed from $5000 to $6000." in explain(policy)
+
+
+def test_a_late_settlement_says_what_the_call_really_cost_beside_its_orphaned_settlement() -> None:
+    # The row as the gateway writes it when a hold expired before its call reported back.
+    ask = Ask(Attribution("acme", "k-alice", "eng", "alice"), ModelSpec("gpt-4o-mini", "openai", "gpt-4o-mini"),
+              200, 300, True, T0)
+    row = {**settlement_entry("evt_late", T0, ask, "hold_1", 2_000_000, 1_500_000,
+                              Usage(input_tokens=200, output_tokens=120, reported=True), "ok", 3),
+           "kind": "late_settle"}
+    text = explain(row)
+    assert text.startswith("Late settle evt_late at 2026-03-02T09:00:00.000Z, under policy version 3.")
+    assert ("The call of decision evt_late reported back after its lease had run out, when its reservation had "
+            "already been settled in full as orphaned; it actually cost $0.0015 (200 input, 120 output tokens).") in text
+    assert "No further detail recorded" not in text

@@ -134,6 +134,33 @@ def test_expired_holds_are_settled_at_their_reservation(store: Any, run: Any) ->
     assert rows(store) == 4
 
 
+@pytest.mark.parametrize("written_out", [False, True], ids=["in-ledger", "in-holds-table"])
+def test_an_expired_hold_hands_its_decision_s_attribution_to_another_replica(backend: Any, run: Any,
+                                                                               written_out: bool) -> None:
+    crashed = backend.open()
+    _, hold, body = run(reserve(crashed, TIGHT, who("alice", project="apollo"), lease_s=30))
+    if written_out:
+        run(crashed.write_out())  # SQLite: the hold reaches the holds table (PostgreSQL writes it at once)
+    seen: list[HoldInfo] = []
+
+    def orphaned(info: HoldInfo) -> dict[str, Any]:
+        seen.append(info)
+        return {"event_id": info.event_id, "ts": iso(later(60)), "kind": "expire", "ref": info.event_id,
+                "flags": ["orphaned"], **{k: v or None for k, v in info.context.items()}}
+
+    survivor = backend.open()
+    assert run(survivor.expire_holds(later(60), orphaned)) == 1
+    [info] = seen
+    assert info.id == hold
+    assert {k: info.context[k] for k in ("tenant", "key", "department", "employee", "project", "model")} == {
+        "tenant": "acme", "key": "k-alice", "department": "eng", "employee": "alice", "project": "apollo",
+        "model": "m-std"}
+    assert info.context["customer"] == info.context["workflow"] == ""
+    [row] = run(survivor.events(LedgerFilter(scope_kind="project", scope_id="apollo", kind="expire")))
+    assert row.body["event_id"] == body["event_id"]
+    assert chain_ok(survivor) == 2  # the indexed columns equal the row's body
+
+
 def test_every_operation_extends_one_verifiable_chain(store: Any, run: Any) -> None:
     steps = [
         lambda: reserve(store, TIGHT, who("alice")),
@@ -211,6 +238,10 @@ def test_keys_are_put_found_and_revoked(store: Any, run: Any) -> None:
     assert [k.id for k in run(store.list_keys())] == ["k-alice", "k-bob"]
     assert run(store.policy_version()) == 3
     assert rows(store) == 3
+    # Each key change is a policy change, and its row names the version it made (SPEC §2.5).
+    changes = [e.body for e in run(store.events(LedgerFilter(kind="policy")))]
+    assert [(b["reason"], b.get("policy_version")) for b in changes] == [
+        ("put-bob", 3), ("revoke-alice", 2), ("put-alice", 1)]
     # Re-pointing a revoked key (a config's new secret for it) never brings it back: revocation is final.
     assert run(store.put_key(alice, "hash-a2", policy_entry("repoint-alice"))) is True
     assert run(store.find_key("hash-a2")) == replace(alice, revoked=True)

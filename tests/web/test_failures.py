@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import anthropic
@@ -23,6 +25,7 @@ from p402.wiring import default_spool_path
 from tests.gatewaykit import (SECRETS, config_of, counter_rows, gateway, org, pg_database, stream_then_leave,
                               wait_until)
 from tests.stores.test_postgres import Relay
+from tests.web.test_admin import call
 
 PROMPT = [{"role": "user", "content": "hello"}]
 
@@ -82,6 +85,51 @@ def test_a_hold_whose_request_vanished_is_settled_at_its_reservation_and_flagged
         assert len(expired) == 1 and expired[0]["flags"] == ["orphaned"] and expired[0]["event_id"] == "evt_crashed"
         [(_, _, _, settled, reserved)] = counter_rows(tmp_path / "p402.db")
         assert (settled, reserved) == (decision.estimate_nanos, 0)
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite", "postgres"])
+def test_an_orphaned_charge_is_attributed_in_the_ledger_under_the_policy_current_at_expiry(
+        tmp_path: Path, store_kind: str) -> None:
+    raw = org(tmp_path, limits={"hold_ttl_s": 0.2})
+    raw["providers"]["simulated"]["latency_ms"] = 1500  # the call outlives its hold's lease
+    with contextlib.ExitStack() as stack:
+        if store_kind == "postgres":
+            raw["store"] = stack.enter_context(pg_database("p402_expire"))
+        gw = stack.enter_context(gateway(config_of(raw)))
+        client = gw.openai("alice")
+        pool = stack.enter_context(ThreadPoolExecutor(1))
+        in_flight = pool.submit(lambda: client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=PROMPT, max_tokens=20, user="cust-9",
+            extra_headers={"X-P402-Project": "apollo", "X-P402-Feature": "search"}))
+        wait_until(lambda: call(gw, "GET", "/ledger/events?kind=decision")[1]["data"])
+        # Policy changes while the request is in flight: its orphaned charge is written under the new version.
+        assert call(gw, "POST", "/budgets", body={"id": "eng-month", "scope": "department:eng", "cap_usd": "5",
+                                                  "period": "month"})[0] == 201
+        time.sleep(0.3)
+        assert on_loop(gw, gw.runtime.expire()) == 1
+        event_id = in_flight.result(timeout=10).headers["X-P402-Event-Id"]
+
+        status, page = call(gw, "GET", "/ledger/events?scope=department:eng&kind=expire")
+        assert status == 200
+        [expired] = page["data"]
+        story = {r["kind"]: r for r in call(gw, "GET", f"/ledger/events/{event_id}")[1]["rows"]}
+        decision, change = story["decision"], call(gw, "GET", "/ledger/events?kind=policy&limit=1")[1]["data"][0]
+        assert (expired["event_id"], expired["ref"], expired["flags"]) == (event_id, event_id, ["orphaned"])
+        attribution = ("tenant", "key", "department", "employee", "workflow", "customer", "project", "feature",
+                       "model", "provider")
+        assert {k: expired[k] for k in attribution} == {k: decision[k] for k in attribution} == {
+            "tenant": "acme", "key": "k-alice", "department": "eng", "employee": "alice", "workflow": None,
+            "customer": "cust-9", "project": "apollo", "feature": "search", "model": "gpt-4o-mini",
+            "provider": "simulated"}
+        assert expired["cost_usd"] == decision["estimate_usd"]
+        assert expired["policy_version"] == change["policy_version"] > decision["policy_version"]
+        # Every attribution the ledger is filtered by finds it, and only its own.
+        for scope in ("employee:alice", "key:k-alice", "project:apollo", "customer:cust-9", "feature:search"):
+            assert [r["event_id"] for r in call(gw, "GET", f"/ledger/events?scope={scope}&kind=expire")[1]["data"]
+                    ] == [event_id], scope
+        assert call(gw, "GET", "/ledger/events?scope=department:sales&kind=expire")[1]["data"] == []
+        assert "settled in full at $" in story["expire"]["explanation"]
+        assert "late_settle" in story and "reported back after its lease had run out" in story["late_settle"]["explanation"]
 
 
 def test_a_client_leaving_mid_stream_stops_the_call_and_pays_for_what_was_generated(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import openai
 import orjson
 import pytest
 
-from tests.gatewaykit import ADMIN_TOKEN, SECRETS, config_of, counter_rows, gateway, org
+from tests.gatewaykit import ADMIN_TOKEN, SECRETS, config_of, counter_rows, gateway, org, wait_until
 
 PROMPT = [{"role": "user", "content": "Summarise the quarterly cloud bill in one line."}]
 
@@ -71,6 +71,49 @@ def test_streaming_settles_from_the_usage_report_and_hides_it_unless_asked(tmp_p
         settled, reserved = counters(gw.db_path)["acme-month"]
         assert reserved == 0
         assert settled == sum(int(usd(r["cost_usd"]) * 10**9) for r in settles)
+
+
+def _priced(prompt_tokens: int, completion_tokens: int) -> Decimal:
+    """gpt-4o-mini in the test organisation: 0.15 $/Mtok in, 0.60 $/Mtok out, exactly."""
+    return (prompt_tokens * Decimal("0.15") + completion_tokens * Decimal("0.60")) / 1_000_000
+
+
+def test_n_choices_are_answered_and_billed_for_all_of_their_output(tmp_path: Path) -> None:
+    with gateway(config_of(org(tmp_path))) as gw:
+        raw = gw.openai().chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=PROMPT, n=3,
+                                                                    max_tokens=4)
+        completion = raw.parse()
+        assert [c.index for c in completion.choices] == [0, 1, 2]
+        assert all(c.message.content and c.finish_reason == "length" for c in completion.choices)
+        usage = completion.usage
+        assert usage is not None and usage.completion_tokens == 12  # 3 choices of 4 tokens, as OpenAI reports
+        assert usage.total_tokens == usage.prompt_tokens + 12
+        [settle] = [r for r in ledger(gw.db_path) if r["kind"] == "settle"
+                    and r["event_id"] == raw.headers["X-P402-Event-Id"]]
+        assert (settle["output_tokens"], usd(settle["cost_usd"])) == (12, _priced(usage.prompt_tokens, 12))
+        assert usd(raw.headers["X-P402-Cost-Usd"]) == _priced(usage.prompt_tokens, 12)
+
+
+def test_n_streamed_choices_interleave_and_the_usage_chunk_counts_them_all(tmp_path: Path) -> None:
+    with gateway(config_of(org(tmp_path))) as gw:
+        stream = gw.openai().chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=PROMPT, n=3, max_tokens=4, stream=True,
+            stream_options={"include_usage": True})
+        event_id = stream.headers["X-P402-Event-Id"]
+        chunks = list(stream.parse())
+        content = [c for c in chunks if c.choices and c.choices[0].delta.content]
+        assert all(len(c.choices) == 1 for c in chunks if c.choices)
+        assert [c.choices[0].index for c in content] == [0, 1, 2] * 4  # the choices take turns
+        texts = {i: "".join(c.choices[0].delta.content or "" for c in chunks if c.choices and c.choices[0].index == i)
+                 for i in range(3)}
+        assert texts[0] and texts[0] == texts[1] == texts[2]
+        finished = sorted(c.choices[0].index for c in chunks if c.choices and c.choices[0].finish_reason)
+        assert finished == [0, 1, 2]
+        usage = chunks[-1].usage
+        assert usage is not None and not chunks[-1].choices and usage.completion_tokens == 12
+        wait_until(lambda: any(r["kind"] == "settle" and r["event_id"] == event_id for r in ledger(gw.db_path)))
+        [settle] = [r for r in ledger(gw.db_path) if r["kind"] == "settle" and r["event_id"] == event_id]
+        assert (settle["output_tokens"], usd(settle["cost_usd"])) == (12, _priced(usage.prompt_tokens, 12))
 
 
 def test_budget_exceeded_names_the_binding_budget_and_a_max_tokens_that_fits(tmp_path: Path) -> None:

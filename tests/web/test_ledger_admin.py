@@ -112,6 +112,26 @@ def test_events_are_explained_and_provably_included_in_a_signed_checkpoint(tmp_p
         assert status == 200 and {"BilledCost", "EffectiveCost", "ChargePeriodStart", "ServiceName"} <= set(header)
 
 
+def test_a_denial_is_explained_with_the_budget_that_bound_it(tmp_path: Path) -> None:
+    raw = org(tmp_path, [{"id": "acme-month", "scope": "tenant:acme", "cap_usd": "1000", "period": "month"},
+                         {"id": "carol-day", "scope": "employee:carol", "cap_usd": "0.0001", "period": "day"}])
+    with gateway(config_of(raw)) as gw:
+        with pytest.raises(openai.APIStatusError) as denial:
+            gw.openai("carol").chat.completions.create(model="gpt-4o-mini", messages=PROMPT, max_tokens=1000)
+        assert denial.value.status_code == 402
+        p402 = denial.value.body["p402"]  # the SDK's error body is the envelope's `error` object
+        budget = p402["budget"]
+        assert (budget["id"], p402["scope"]) == ("carol-day", "employee:carol")
+
+        status, body = get(gw.base, f"/admin/v1/ledger/events/{p402['event_id']}")
+        explanation = orjson.loads(body)["explanation"]
+        assert status == 200
+        assert (f"The binding budget was carol-day on employee:carol: cap ${budget['cap_usd']}, "
+                f"settled ${budget['settled_usd']}, reserved ${budget['reserved_usd']}, "
+                f"remaining ${budget['remaining_usd']}.") in explanation
+        assert "Employee carol (department sales, key k-carol, tenant acme) asked for gpt-4o-mini" in explanation
+
+
 def test_exports_are_served_over_http_for_a_postgresql_store_too(tmp_path: Path) -> None:
     with pg_database("p402_export") as url:
         raw = org(tmp_path)
