@@ -113,6 +113,14 @@ class ClientRoutes:
             return
         started = time.perf_counter()
         headers = _headers(scope)
+        if len(headers) != len(scope["headers"]):  # a header came twice: never pick one of two attributions
+            twice = _repeated(scope, _ONCE_HEADERS)
+            if twice is not None:
+                param = "-".join(w.capitalize() for w in twice.decode().split("-"))
+                await self._error(send, anthropic, 400, "invalid_attribution" if twice.startswith(b"x-p402-")
+                                  else "invalid_request", f"{param}: sent more than once; send it once", param)
+                self.count(route, 400)
+                return
         # Who is asking comes first, as at any API gateway: an unknown key learns nothing about
         # the body's shape, and costs no parsing.
         key = await self.gateway.authenticate(_secret(headers), route)
@@ -213,6 +221,21 @@ class ClientRoutes:
 
 def _headers(scope: Scope) -> dict[bytes, str]:
     return {k.lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+# Headers whose value decides who pays or who asks: sent twice, they are refused, not merged.
+_ONCE_HEADERS = frozenset({*_ATTRIBUTION_HEADERS, b"x-p402-mandate", b"authorization", b"x-api-key"})
+
+
+def _repeated(scope: Scope, names: frozenset[bytes]) -> bytes | None:
+    seen: set[bytes] = set()
+    for raw, _ in scope["headers"]:
+        name: bytes = raw.lower()
+        if name in names:
+            if name in seen:
+                return name
+            seen.add(name)
+    return None
 
 
 def _secret(headers: Mapping[bytes, str]) -> str | None:

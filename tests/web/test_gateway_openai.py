@@ -307,6 +307,33 @@ def test_headers_add_scopes_but_never_escape_the_keys_department(tmp_path: Path)
         assert (row["department"], row["customer"], row["feature"]) == ("sales", "cust-42", "summaries")
 
 
+@pytest.mark.parametrize("name, first, second", [
+    ("X-P402-Project", "[not an id]", "apollo"),  # the valid one second: it must not win
+    ("X-P402-Customer", "cust-1", "cust-2"),
+    ("Authorization", f"Bearer {SECRETS['carol']}", f"Bearer {SECRETS['alice']}"),
+])
+def test_an_attribution_or_key_header_sent_twice_is_refused_not_picked(tmp_path: Path, name: str, first: str,
+                                                                        second: str) -> None:
+    import http.client
+    from urllib.parse import urlsplit
+    with gateway(config_of(org(tmp_path))) as gw:
+        parts = urlsplit(gw.base)
+        conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
+        body = orjson.dumps({"model": "gpt-4o-mini", "messages": PROMPT, "max_tokens": 5})
+        conn.putrequest("POST", "/v1/chat/completions")
+        for header, value in [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                              *([("Authorization", f"Bearer {SECRETS['carol']}")] if name != "Authorization" else []),
+                              (name, first), (name, second)]:
+            conn.putheader(header, value)
+        conn.endheaders(body)
+        resp = conn.getresponse()
+        error = orjson.loads(resp.read())["error"]
+        conn.close()
+        assert resp.status == 400 and error["param"] == name, error
+        assert error["message"] == f"{name}: sent more than once; send it once"
+        assert not [r for r in ledger(gw.db_path) if r["kind"] == "decision"]  # nothing was decided or spent
+
+
 @pytest.mark.parametrize("body, status, param", [
     (b"{not json", 400, None),
     (b"[1, 2]", 400, None),
