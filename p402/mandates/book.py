@@ -40,7 +40,7 @@ from p402.core.policy import Budget, MandateState, Override
 from p402.core.scopes import parse_scope
 from p402.mandates.content import format_instant
 from p402.mandates.documents import Verified, parse_document, verify_document
-from p402.mandates.eip712 import DEFAULT_CHAIN_ID, ZERO_DIGEST
+from p402.mandates.eip712 import DEFAULT_CHAIN_ID, MAX_TIME_S, ZERO_DIGEST
 from p402.mandates.errors import (CONFLICT, MANDATE_INACTIVE, MISMATCH, SIGNATURE_INVALID, UNKNOWN_BUDGET,
                                   UNKNOWN_MANDATE, MandateRejected)
 
@@ -68,6 +68,19 @@ class Accepted:
 
 def _utc(unix_s: int) -> datetime:
     return datetime.fromtimestamp(unix_s, timezone.utc)
+
+
+# The latest instant a datetime holds: 9999-12-31T23:59:59.999999Z.
+_LATEST = datetime.max.replace(tzinfo=timezone.utc)
+
+
+def _after(unix_s: int) -> datetime:
+    """The exclusive end of a window whose last second is `unix_s` (a mandate's inclusive `not_after`).
+
+    Through `MAX_TIME_S` (9999-12-31T23:59:59Z) it would be year 10000, which no datetime
+    holds: the latest datetime, a microsecond earlier, stands in, as no clock reads that late.
+    """
+    return _LATEST if unix_s >= MAX_TIME_S else _utc(unix_s + 1)
 
 
 def _fingerprint(document: Mapping[str, Any]) -> bytes:
@@ -193,7 +206,7 @@ class MandateBook:
         if self.tenant and terms.tenant and terms.tenant != self.tenant:
             raise MandateRejected(MISMATCH, f"the mandate is for tenant {terms.tenant}, this gateway serves "
                                   f"{self.tenant}", "content.p402.tenant")
-        if now >= _utc(terms.valid_until + 1):
+        if now >= _after(terms.valid_until):
             raise MandateRejected(MANDATE_INACTIVE, f"the mandate expired at {format_instant(terms.valid_until)}",
                                   "payment.execution_date.not_after")
         previous = v.message["previous"]
@@ -262,7 +275,7 @@ class MandateBook:
             if t.scope != str(budget.scope) or t.period != budget.period:
                 continue  # authorises another budget that happened to have this id
             revoked = self._revoked(m, known)
-            if live_only and (revoked or m.signer != owner or (now is not None and now >= _utc(t.valid_until + 1))):
+            if live_only and (revoked or m.signer != owner or (now is not None and now >= _after(t.valid_until))):
                 continue
             rank = (m.signer == owner, not revoked, t.valid_from, m.digest)
             if best is None or rank > best[0]:
@@ -276,7 +289,7 @@ class MandateBook:
         owner = budget.owner.lower() if budget is not None and budget.owner else ""
         # not_after is inclusive to the second; MandateState's valid_until is exclusive.
         return MandateState(digest=m.digest, budget_id=t.budget_id, valid_from=_utc(t.valid_from),
-                            valid_until=_utc(t.valid_until + 1), signature_ok=m.signer == owner,
+                            valid_until=_after(t.valid_until), signature_ok=m.signer == owner,
                             revoked=self._revoked(m, budgets), superseded=m.digest in self._superseded_by)
 
     def mandate_states(self, budgets: Mapping[str, Budget]) -> dict[str, MandateState]:

@@ -12,7 +12,9 @@ payment mandate shape (`vct: mandate.payment.open.1`, a `constraints` array, a
 - `payment.agent_recurrence` `{frequency}`: must match the budget's period
   (`MONTHLY` for `month`, ...; periods AP2 has no word for use `ON_DEMAND`).
 - `payment.execution_date` `{not_before, not_after}`: the validity window,
-  ISO 8601 with a timezone, whole seconds, `not_after` inclusive.
+  ISO 8601 with a timezone, whole seconds, `not_after` inclusive; both
+  between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59Z (the signed times are
+  `uint64` Unix seconds, at most `MAX_TIME_S`).
 
 A `p402` member names the budget (`budget_id`, `scope`, `period`) and may name
 the tenant, an ERC-8004 agent identity and a description. Constraints and
@@ -36,7 +38,7 @@ import rfc8785
 from p402.core.money import MoneyError, format_usd, parse_usd
 from p402.core.periods import PERIODS
 from p402.core.scopes import parse_scope
-from p402.mandates.eip712 import keccak_hex
+from p402.mandates.eip712 import MAX_TIME_S, keccak_hex
 from p402.mandates.errors import INVALID_DOCUMENT, MandateRejected
 
 __all__ = [
@@ -112,11 +114,19 @@ def parse_instant(value: object, where: str) -> int:
         raise _bad(f"{value!r} has no timezone; write it with Z or an offset", where)
     if moment.microsecond:
         raise _bad(f"{value!r} has fractions of a second; mandates use whole seconds", where)
-    return int(moment.timestamp())
+    # An offset can carry a time written in year 9999 past the last second a
+    # datetime holds in UTC, and one written in 1970 before the epoch: both
+    # bounds are checked on the Unix seconds, not on the text.
+    unix_s = int(moment.timestamp())
+    if unix_s < 0:
+        raise _bad(f"{value!r} is before 1970-01-01T00:00:00Z, the earliest time p402 accepts", where)
+    if unix_s > MAX_TIME_S:
+        raise _bad(f"{value!r} is after 9999-12-31T23:59:59Z, the latest time p402 accepts", where)
+    return unix_s
 
 
 def format_instant(unix_s: int) -> str:
-    """Unix seconds -> `YYYY-MM-DDTHH:MM:SSZ`."""
+    """Unix seconds (0 to `MAX_TIME_S`, as every checked message holds) -> `YYYY-MM-DDTHH:MM:SSZ`."""
     return datetime.fromtimestamp(unix_s, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -12,7 +12,10 @@ configured for another chain, and vice versa):
 
 Money is a decimal USD *string* (`capUsd`, `extraUsd`) rather than a nano-USD
 integer so that a hardware wallet shows the signer "5000.00", not
-5000000000000. Times are Unix seconds (`uint64`).
+5000000000000. Times are Unix seconds (`uint64`), at most `MAX_TIME_S`
+(9999-12-31T23:59:59Z): a `uint64` reaches far beyond the last year a date
+can be written in (and Python's `datetime` holds), and nothing p402 signs
+needs a later time.
 
 The identity of every signed document is its EIP-712 digest (0x-hex), which
 does not include the signature, so a malleated signature can never create a
@@ -37,6 +40,8 @@ __all__ = [
     "DEFAULT_CHAIN_ID",
     "ZERO_DIGEST",
     "SECP256K1_N",
+    "MAX_TIME_S",
+    "TIME_FIELDS",
     "TYPES",
     "PRIMARY_TYPES",
     "keccak_hex",
@@ -90,6 +95,13 @@ _DOMAIN_TYPE = [
     {"name": "chainId", "type": "uint256"},
 ]
 _UINT_BITS = {"uint64": 64, "uint256": 256}
+# The fields that are times, and the latest time any of them may name:
+# 9999-12-31T23:59:59Z, the last second ISO 8601's four-digit year and
+# Python's datetime can represent. A later uint64 would be a document nobody
+# can read back as a date (nor the gateway turn into one), so it is refused
+# as invalid, naming the field, rather than failing on the way.
+TIME_FIELDS = frozenset({"validFrom", "validUntil", "ts", "windowStart", "windowEnd"})
+MAX_TIME_S = 253402300799
 _BYTES32 = re.compile(r"0x[0-9a-fA-F]{64}")
 _SIGNATURE = re.compile(r"(0x)?[0-9a-fA-F]{130}")
 
@@ -118,6 +130,9 @@ def check_message(primary: str, message: object, where: str = "proof.message") -
         if name not in message:
             raise MandateRejected(INVALID_DOCUMENT, "is missing", f"{where}.{name}")
         out[name] = _check_value(kind, message[name], f"{where}.{name}")
+        if name in TIME_FIELDS and out[name] > MAX_TIME_S:
+            raise MandateRejected(INVALID_DOCUMENT, f"is after 9999-12-31T23:59:59Z ({MAX_TIME_S}), the latest time "
+                                  "p402 accepts", f"{where}.{name}")
     return out
 
 

@@ -52,3 +52,27 @@ def test_an_owner_makes_an_identity_signs_verifies_and_revokes(tmp_path: Path, m
 
     code, _, err = run(capsys, "mandate", "sign", "--spec", "missing.yaml", "--key", "owner.key.json")
     assert code == 2 and err.count("\n") == 1 and "missing.yaml" in err
+
+
+def test_times_past_the_year_9999_are_one_line_naming_the_field(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert run(capsys, "identity", "new")[0] == 0
+    (tmp_path / "o.yaml").write_text("budget: eng-month\nextra_usd: \"250\"\nwindow_start: 9999-12-24T23:59:59Z\n"
+                                     "window_end: 9999-12-31T23:59:59Z\n")
+    assert run(capsys, "override", "sign", "--spec", "o.yaml", "--key", "owner.key.json", "--out", "o.json")[0] == 0
+    code, out, _ = run(capsys, "mandate", "verify", "o.json")
+    assert code == 0 and "to 9999-12-31T23:59:59Z" in out  # the last second is still a time
+
+    bad = json.loads((tmp_path / "o.json").read_text())
+    bad["proof"]["message"]["windowEnd"] = 99999999999999  # a uint64, in the year 3170843
+    (tmp_path / "o_bad.json").write_text(json.dumps(bad))
+    code, _, err = run(capsys, "mandate", "verify", "o_bad.json")
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
+    assert "INVALID_DOCUMENT: proof.message.windowEnd: is after 9999-12-31T23:59:59Z" in err
+
+    # An offset can carry a time written in 9999 past its end: the spec's key is named, exit 2.
+    (tmp_path / "m.yaml").write_text("budget: eng-month\nscope: department:eng\ncap_usd: \"5000\"\nperiod: month\n"
+                                     "valid_until: 9999-12-31T23:59:59-01:00\n")
+    code, _, err = run(capsys, "mandate", "sign", "--spec", "m.yaml", "--key", "owner.key.json")
+    assert code == 2 and err.count("\n") == 1 and "valid_until" in err and "after 9999-12-31T23:59:59Z" in err

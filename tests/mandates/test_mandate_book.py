@@ -99,6 +99,19 @@ def test_a_mandate_expires(budgets: Budgets) -> None:
     assert code == "MANDATE_INACTIVE" and "expired" in reason
 
 
+def test_a_mandate_valid_through_the_last_second_of_the_year_9999(budgets: Budgets) -> None:
+    # Its exclusive end (year 10000) is past what a datetime holds: the latest datetime stands in.
+    book = MandateBook()
+    book.submit(_mandate(valid_until="9999-12-31T23:59:59Z"), budgets, NOW)
+    state = book.mandate_states(budgets)["eng-month"]
+    assert state.valid_until == datetime.max.replace(tzinfo=timezone.utc)
+    assert state.problem(datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc)) is None
+    assert isinstance(decide_for_eng(book, budgets, NOW), Plan)
+    again = MandateBook()  # a live mandate that ends so late still blocks a second chain
+    again.submit(_mandate(valid_until="9999-12-31T23:59:59Z"), budgets, NOW)
+    assert _refused(again, _mandate(nonce=2), budgets).code == CONFLICT
+
+
 def test_a_mandate_that_is_not_yet_valid(budgets: Budgets) -> None:
     book = MandateBook()
     book.submit(_mandate(valid_from="2026-04-01T00:00:00Z"), budgets, NOW)  # scheduled: accepted

@@ -7,11 +7,13 @@ from typing import Any
 
 import orjson
 import pytest
+from eth_account import Account
+from eth_account.messages import encode_typed_data
 from mandate_helpers import NOW, OWNER_KEY, mandate_spec, override_spec
 
 from p402.mandates.content import content_hash
 from p402.mandates.documents import MAX_DOCUMENT_BYTES, make_document, verify_document
-from p402.mandates.eip712 import sign_typed
+from p402.mandates.eip712 import MAX_TIME_S, sign_typed, typed_data
 from p402.mandates.errors import INVALID_DOCUMENT, SIGNATURE_INVALID, MandateRejected
 from p402.mandates.identity import address_of
 from p402.mandates.signing import sign, sign_mandate, sign_override, sign_revocation, unsigned_mandate
@@ -130,6 +132,11 @@ def _resign(content: dict[str, Any]) -> dict[str, Any]:
     (lambda c: c.update(vct="mandate.payment.1"), "content.vct", "mandate.payment.open.1"),
     (lambda c: c["p402"].pop("budget_id"), "content.p402.budget_id", "non-empty string"),
     (lambda c: c.update(exp=1), "content.exp", "not_after"),
+    # Written in year 9999 but, by the offset, a minute past its end in UTC; and before 1970 the same way.
+    (lambda c: c["constraints"][2].update(not_after="9999-12-31T23:59:59-00:01"), "content.constraints[2].not_after",
+     "after 9999-12-31T23:59:59Z"),
+    (lambda c: c["constraints"][2].update(not_before="1970-01-01T00:59:59+01:00"),
+     "content.constraints[2].not_before", "before 1970-01-01T00:00:00Z"),
 ])
 def test_content_problems_name_the_field(edit: Any, field: str, words: str) -> None:
     content = copy.deepcopy(_mandate()["content"])
@@ -175,3 +182,39 @@ def test_revocation_round_trip() -> None:
     assert verified.kind == "revocation" and verified.message["mandate"] == digest
     document["content"]["reason"] = "nothing"
     assert _rejected(document).field == "content.reason"
+
+
+def _wallet_signed(document: dict[str, Any], **message: Any) -> dict[str, Any]:
+    """`document` with its message changed and signed again as any wallet would sign it (p402's own
+    signing refuses times past the year 9999; a wallet signs whatever uint64 it is shown)."""
+    proof = document["proof"]
+    changed = {**proof["message"], **message}
+    signed = Account.sign_message(encode_typed_data(full_message=typed_data(proof["primaryType"], changed)), OWNER_KEY)
+    return make_document(document["content"], proof["primaryType"], changed, proof["signer"],
+                         "0x" + bytes(signed.signature).hex(), "0x" + bytes(signed.message_hash).hex())
+
+
+def test_times_through_the_end_of_the_year_9999_verify() -> None:
+    mandate = sign_mandate(mandate_spec(valid_until="9999-12-31T23:59:59Z"), OWNER_KEY, now=NOW)
+    verified = verify_document(mandate)
+    assert verified.terms is not None and verified.terms.valid_until == MAX_TIME_S
+    override = sign_override(override_spec(window_start="9999-12-24T23:59:59Z", window_end="9999-12-31T23:59:59Z"),
+                             OWNER_KEY, now=NOW)
+    assert verify_document(override).message["windowEnd"] == MAX_TIME_S
+    assert override["content"]["window_end"] == "9999-12-31T23:59:59Z"
+    revocation = _wallet_signed(sign_revocation("0x" + "ab" * 32, "r", OWNER_KEY, now=NOW), ts=MAX_TIME_S)
+    revocation["content"]["ts"] = "9999-12-31T23:59:59Z"
+    assert verify_document(revocation).message["ts"] == MAX_TIME_S
+
+
+SIGNED = {"mandate": _mandate, "override": lambda: sign_override(override_spec(), OWNER_KEY, now=NOW),
+          "revocation": lambda: sign_revocation("0x" + "ab" * 32, "r", OWNER_KEY, now=NOW)}
+
+
+@pytest.mark.parametrize("kind, name", [("mandate", "validFrom"), ("mandate", "validUntil"),
+                                        ("override", "windowStart"), ("override", "windowEnd"), ("revocation", "ts")])
+def test_signed_times_past_the_year_9999_are_invalid_and_named(kind: str, name: str) -> None:
+    for too_late in (MAX_TIME_S + 1, 99999999999999, 2**64 - 1):
+        error = _rejected(_wallet_signed(SIGNED[kind](), **{name: too_late}))
+        assert error.code == INVALID_DOCUMENT and error.field == f"proof.message.{name}"
+        assert "after 9999-12-31T23:59:59Z" in str(error)

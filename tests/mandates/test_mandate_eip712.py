@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import pytest
 from eth_account import Account
 from eth_account.messages import encode_typed_data
@@ -17,6 +19,15 @@ MESSAGE = {
     "validFrom": 1767225600, "validUntil": 1798761599, "contentHash": "0x" + "ab" * 32,
     "previous": eip712.ZERO_DIGEST, "nonce": 7,
 }
+# A valid message of every primary type, to change one field of.
+MESSAGES: dict[str, dict[str, object]] = {
+    "BudgetMandate": MESSAGE,
+    "MandateRevocation": {"mandate": "0x" + "cd" * 32, "reason": "retired", "ts": 1767225600},
+    "BudgetOverride": {"budgetId": "eng-month", "extraUsd": "250.00", "windowStart": 1767225600,
+                       "windowEnd": 1767830400, "nonce": 7},
+}
+TIME_FIELDS_OF = [(primary, name) for primary, fields in eip712.TYPES.items() for name, kind in fields
+                  if kind == "uint64"]
 # Computed once and frozen: if this changes, every mandate ever signed stops verifying.
 GOLDEN_DIGEST = "0xadd0e4e3aa66f38b4bbaf0410e082bc51de14230d74470db935c0a26902902b1"
 
@@ -129,3 +140,20 @@ def test_missing_field_is_named() -> None:
     del message["previous"]
     with pytest.raises(MandateRejected, match="proof.message.previous: is missing"):
         eip712.check_message("BudgetMandate", message)
+
+
+def test_every_uint64_field_is_a_bounded_time() -> None:
+    # A uint64 added to the types without joining TIME_FIELDS would escape the bound below.
+    assert {name for _, name in TIME_FIELDS_OF} == eip712.TIME_FIELDS
+    assert eip712.MAX_TIME_S == int(datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc).timestamp())
+
+
+@pytest.mark.parametrize("primary, name", TIME_FIELDS_OF)
+def test_times_end_with_the_year_9999(primary: str, name: str) -> None:
+    latest = {**MESSAGES[primary], name: eip712.MAX_TIME_S}
+    assert eip712.check_message(primary, latest)[name] == eip712.MAX_TIME_S
+    for too_late in (eip712.MAX_TIME_S + 1, 99999999999999, (1 << 64) - 1):  # all inside uint64
+        with pytest.raises(MandateRejected) as caught:
+            eip712.check_message(primary, {**latest, name: too_late})
+        assert caught.value.code == INVALID_DOCUMENT and caught.value.field == f"proof.message.{name}"
+        assert "after 9999-12-31T23:59:59Z" in str(caught.value)

@@ -70,6 +70,8 @@ def test_verify_an_override() -> None:
     (mandate_spec(scope="dept:eng"), "scope kind 'dept'"),
     (mandate_spec(valid_from="2026-01-01"), "2026-01-01"),
     (mandate_spec(nonce=-3), "nonce"),
+    (mandate_spec(valid_until="9999-12-31T23:59:59-00:01"), "valid_until: .* after 9999-12-31T23:59:59Z"),
+    (mandate_spec(valid_from="1969-12-31T23:59:59Z"), "valid_from: .* before 1970-01-01T00:00:00Z"),
     (mandate_spec(agent={"agentRegistry": "x", "agentId": "1", "agentWallet": OWNER}), "agentRegistry"),
 ])
 def test_bad_mandate_specs_get_one_clear_line(spec: dict[str, object], words: str) -> None:
@@ -81,6 +83,7 @@ def test_bad_mandate_specs_get_one_clear_line(spec: dict[str, object], words: st
     (override_spec(extra_usd="0"), "more than zero"),
     (override_spec(window_end="2026-03-01T00:00:00Z"), "after window_start"),
     (override_spec(amount="5"), "unknown key"),
+    (override_spec(window_end="9999-12-31T23:59:59-00:01"), "window_end: .* after 9999-12-31T23:59:59Z"),
 ])
 def test_bad_override_specs_get_one_clear_line(spec: dict[str, object], words: str) -> None:
     with pytest.raises(ConfigError, match=words):
