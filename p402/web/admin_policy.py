@@ -15,6 +15,7 @@ from p402.config import parse_budget
 from p402.core.ids import new_id
 from p402.core.money import format_usd
 from p402.core.periods import window_for
+from p402.core.policy import Budget
 from p402.errors import NotFound
 from p402.mandates.errors import MandateRejected
 from p402.ops.apply import KeyRefused, create_key
@@ -25,6 +26,27 @@ from p402.web.admin_http import ApiError, body_of, json_response
 
 __all__ = ["PolicyRoutes"]
 
+
+
+def _loosened(before: Budget, after: Budget) -> str | None:
+    """The first field whose change could let more be spent (None when the change only tightens)."""
+    if after.cap_nanos > before.cap_nanos:
+        return "cap_usd"
+    if before.requires_mandate and not after.requires_mandate:
+        return "requires_mandate"
+    if before.mode == "enforce" and after.mode != "enforce":
+        return "mode"
+    for name in ("scope", "period", "per", "categories", "owner"):
+        if getattr(after, name) != getattr(before, name):
+            return name
+    return None
+
+
+def _owner_only(ident: str, owner: str, why: str, param: str | None) -> ApiError:
+    """SPEC §6: nobody but a budget's owner can raise it; the admin API may only tighten an owned budget."""
+    return ApiError(403, f"budget {ident} belongs to {owner}: {why}, which only its owner can do. The owner signs "
+                         f"an override (POST /admin/v1/overrides) or a new mandate; the config file "
+                         f"(p402 apply) remains the operator's way to reshape it", "owner_only", param)
 
 class PolicyRoutes:
     """Handlers `(request, role) -> JSON` for the policy half of the admin API."""
@@ -84,13 +106,26 @@ class PolicyRoutes:
             raise ApiError(400, "id: a budget's id cannot change", "invalid_request", "id")
         after = budget_to_dict(parse_budget({**before, **data}, "body"))
         if after != before:
+            old, new = await self._parsed(before), await self._parsed(after)
+            loosened = _loosened(old, new)
+            if old.owner and loosened is not None:
+                raise _owner_only(ident, old.owner, f"{loosened}: this change would raise or loosen it", loosened)
             await self.change("budget", ident, after, before, "update", role)
         return await self.budget_status(after)
 
     async def delete_budget(self, request: Request, role: str) -> Any:
         ident, before = await self._named_budget(request)
+        owner = (await self._parsed(before)).owner
+        if owner:
+            raise _owner_only(ident, owner, "deleting it would lift its cap", None)
         await self.change("budget", ident, None, before, "delete", role)
         return {"id": ident, "deleted": True}
+
+    async def _parsed(self, body: dict[str, Any]) -> Budget:
+        """A stored budget as the policy reads it: a department budget without an owner of its
+        own belongs to the department's owner."""
+        owners = {f"department:{d}": str(v.get("owner") or "") for d, v in (await self.store.objects("department")).items()}
+        return parse_budget(body, "body", owners=owners)
 
     async def list_keys(self, request: Request, role: str) -> Any:
         return {"data": [{"id": k.id, "owner": f"{k.owner_kind}:{k.owner_id}", "department": k.department or None,

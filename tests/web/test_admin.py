@@ -83,8 +83,15 @@ def test_every_route_needs_a_known_admin_token(tmp_path: Path) -> None:
         assert (status, body["error"]["code"]) == (413, "request_too_large")
 
 
+def unowned(tmp_path: Path) -> dict[str, Any]:
+    """The test organisation with no owner on eng: its budgets are the admin API's to raise and delete."""
+    raw = org(tmp_path)
+    raw["departments"] = [{k: v for k, v in d.items() if k != "owner"} for d in raw["departments"]]
+    return raw
+
+
 def test_viewer_reads_finance_changes_budgets_admin_changes_keys(tmp_path: Path) -> None:
-    with gateway(config_of(org(tmp_path))) as gw:
+    with gateway(config_of(unowned(tmp_path))) as gw:
         for path in ("/budgets", "/keys", "/spend", "/ledger/events", "/openapi.json"):
             assert call(gw, "GET", path, token=VIEWER_TOKEN)[0] == 200, path
             head = urllib.request.Request(f"{gw.base}/admin/v1{path}", method="HEAD",
@@ -116,8 +123,40 @@ def test_viewer_reads_finance_changes_budgets_admin_changes_keys(tmp_path: Path)
         assert actors == {"admin:finance"}
 
 
-def test_budget_create_get_patch_delete_and_the_gateway_enforces_each_change(tmp_path: Path) -> None:
+def test_an_owned_budget_can_be_tightened_but_only_its_owner_raises_or_lifts_it(tmp_path: Path) -> None:
+    # eng's owner owns eng's budgets (SPEC §6: "Nobody else can raise a budget").
     with gateway(config_of(org(tmp_path))) as gw:
+        assert call(gw, "POST", "/budgets", body={**ENG_BUDGET, "cap_usd": "0.000001"})[0] == 201
+        with pytest.raises(openai.APIStatusError) as denied:
+            ask(gw)
+        assert denied.value.status_code == 402
+        for token in (ADMIN_TOKEN, FINANCE_TOKEN):
+            for change, param in [({"cap_usd": "5"}, "cap_usd"), ({"mode": "shadow"}, "mode"),
+                                  ({"scope": "department:sales"}, "scope"), ({"period": "year"}, "period"),
+                                  ({"owner": "0x" + "ab" * 20}, "owner")]:
+                status, err = call(gw, "PATCH", "/budgets/eng-month", token=token, body=change)
+                assert (status, err["error"]["code"], err["error"]["param"]) == (403, "owner_only", param), change
+                assert "belongs to 0x00000000000000000000000000000000000000e9" in err["error"]["message"]
+            status, err = call(gw, "DELETE", "/budgets/eng-month", token=token)
+            assert (status, err["error"]["code"]) == (403, "owner_only")
+        with pytest.raises(openai.APIStatusError):  # nothing was raised or lifted
+            ask(gw)
+        # Tightening needs no owner: lower the cap, require a mandate.
+        assert call(gw, "PATCH", "/budgets/eng-month", token=FINANCE_TOKEN, body={"cap_usd": "0.0000001"})[0] == 200
+        status, err = call(gw, "PATCH", "/budgets/eng-month", body={"requires_mandate": True})
+        assert status == 200 and err["requires_mandate"] is True
+        status, err = call(gw, "PATCH", "/budgets/eng-month", body={"requires_mandate": False})
+        assert (status, err["error"]["param"]) == (403, "requires_mandate")
+        # A budget naming its own owner is protected the same way, whatever its department.
+        owned = {"id": "sales-month", "scope": "department:sales", "cap_usd": "1", "period": "month",
+                 "owner": "0x" + "cd" * 20}
+        assert call(gw, "POST", "/budgets", body=owned)[0] == 201
+        assert call(gw, "PATCH", "/budgets/sales-month", body={"cap_usd": "2"})[0] == 403
+        assert [r["action"] for r in policy_rows(gw.db_path, "eng-month")] == ["create", "update", "update"]
+
+
+def test_budget_create_get_patch_delete_and_the_gateway_enforces_each_change(tmp_path: Path) -> None:
+    with gateway(config_of(unowned(tmp_path))) as gw:
         status, created = call(gw, "POST", "/budgets", body=ENG_BUDGET)
         assert status == 201
         assert created["id"] == "eng-month" and created["cap_usd"] == "5.00" and created["scope"] == "department:eng"
