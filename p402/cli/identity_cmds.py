@@ -75,9 +75,11 @@ def _chain_id(value: int) -> int:
 
 def _read_spec(path: str) -> dict[str, Any]:
     try:
-        spec = yaml.safe_load(Path(path).read_text())
+        spec = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CliError(f"{path}: no such spec file", 2) from None
+    except UnicodeDecodeError:
+        raise CliError(f"{path}: not UTF-8 text (a spec is YAML or JSON)", 2) from None
     except yaml.YAMLError as exc:
         raise CliError(f"{path}: not valid YAML: {getattr(exc, 'problem', exc)}", 2) from None
     if not isinstance(spec, dict):
@@ -140,9 +142,11 @@ def cmd_mandate_revoke(args: argparse.Namespace) -> int:
 def cmd_mandate_verify(args: argparse.Namespace) -> int:
     chain_id = _chain_id(args.chain_id)
     try:
-        text = Path(args.file).read_text()
+        text = Path(args.file).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise CliError(f"{args.file}: no such file", 2) from None
+    except UnicodeDecodeError:
+        raise CliError(f"{args.file}: not UTF-8 text (a signed document is JSON)", 2) from None
     ok, reason = verify(text, chain_id=chain_id, owner=args.owner, now=datetime.now(timezone.utc))
     if not ok:
         raise CliError(reason, 1)

@@ -51,14 +51,18 @@ def _progress(label: str) -> Callable[[int, int | None], None] | None:
     return show
 
 
-def _trusted_key(path_or_hex: str | None) -> Any:
+def _trusted_key(path_or_hex: str | None, named: str = "--key") -> Any:
+    """The key `--key` gives (a PEM file, or hex), or the one in the file `named` (the gateway's key file)."""
     if path_or_hex is None:
         return None
     p = Path(path_or_hex)
     if not path_or_hex or p.is_dir():
-        raise CliError(f"--key {path_or_hex!r}: not a key file or a hex public key", 2)
+        raise CliError(f"{named} {path_or_hex!r}: not a key file or a hex public key", 2)
     if p.exists():
-        text = p.read_text()
+        try:
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise CliError(f"{named} {path_or_hex}: not UTF-8 text (a key file holds PEM or hex)", 2) from None
         if "PRIVATE KEY" in text:
             from p402.prove.signing import Signer
             return Signer.load_or_create(p).public_key
@@ -82,7 +86,7 @@ async def cmd_verify(args: argparse.Namespace) -> int:
         from p402.cli.commands import open_from_args
         config, store = await open_from_args(args)
         if key is None and Path(config.signing_key).exists():
-            key = _trusted_key(config.signing_key)
+            key = _trusted_key(config.signing_key, "ledger key file")
         try:
             report = verify_rows(store.chain(), key)
         finally:

@@ -430,3 +430,49 @@ def test_serve_refuses_a_store_file_changed_outside_p402_in_one_line(tmp_path: P
     assert code == 1 and err.strip().splitlines() == [
         "p402: ledger row 1: its effects cannot be read (ValueError('not an effects object')); "
         "the store file was changed outside p402"]
+
+
+def test_a_file_that_is_not_utf8_is_named_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("budget: café\n".encode("latin-1"))  # text, but not UTF-8: each read once printed a traceback
+    assert p402(capsys, "identity", "new", "--name", "alice")[0] == 0
+    stray = tmp_path / "stray.key.json"
+    stray.write_bytes((tmp_path / "alice.key.json").read_bytes() + b"\xff")
+    stray.chmod(0o600)
+    (tmp_path / "m1.yaml").write_text("budget: eng-month\nscope: department:eng\ncap_usd: \"5000\"\nperiod: month\n"
+                                      "valid_until: 2099-01-01T00:00:00Z\n")
+    garbled_ledger_key = tmp_path / "garbled.pem"
+    garbled_ledger_key.write_bytes(b"\x80" * 32)
+    cfg = str(write_config(tmp_path, org(tmp_path, ledger={"signing_key": str(garbled_ledger_key)})))
+    assert p402(capsys, "apply", "-f", cfg)[0] == 0
+    for argv, message in [
+        (["mandate", "verify", str(latin1)], f"{latin1}: not UTF-8 text (a signed document is JSON)"),
+        (["mandate", "sign", "--spec", str(latin1), "--key", "alice.key.json"],
+         f"{latin1}: not UTF-8 text (a spec is YAML or JSON)"),
+        (["override", "sign", "--spec", str(latin1), "--key", "alice.key.json"],
+         f"{latin1}: not UTF-8 text (a spec is YAML or JSON)"),
+        (["mandate", "sign", "--spec", "m1.yaml", "--key", str(stray)],
+         f"key file {stray} is not UTF-8 text (a key file is JSON)"),
+        (["ledger", "verify", "--key", str(latin1), "--config", cfg],
+         f"--key {latin1}: not UTF-8 text (a key file holds PEM or hex)"),
+        (["ledger", "verify", "--config", cfg],
+         f"ledger key file {garbled_ledger_key}: not UTF-8 text (a key file holds PEM or hex)"),
+    ]:
+        code, out, err = p402(capsys, *argv)
+        assert (code, out, one_line(err)) == (2, "", f"p402: {message}"), argv
+
+
+def test_a_file_no_command_names_that_is_not_utf8_is_still_one_line(capsys: pytest.CaptureFixture[str],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # The safety net in main for a read that does not name its file (every read above does).
+    from p402.cli import commands
+
+    def reads_latin1(args: Any) -> int:
+        "café".encode("latin-1").decode("utf-8")
+        return 0
+    monkeypatch.setattr(commands, "cmd_keys_list", reads_latin1)
+    code, out, err = p402(capsys, "keys", "list")
+    assert (code, out) == (2, "")
+    assert one_line(err).startswith("p402: a file it read is not UTF-8 text ('utf-8' codec can't decode byte 0xe9")
