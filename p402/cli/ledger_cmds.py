@@ -133,6 +133,7 @@ async def cmd_export(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from p402.config import load_config
     from p402.core.policy import Policy
+    from p402.prove.export import BadExportLine
     from p402.prove.simulate import simulate
     from p402.wiring import priced_models
     if not Path(args.file).exists():
@@ -141,6 +142,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     policy = Policy(version=0, tenant=config.tenant, models={m.name: m for m in config.models},
                     budgets=config.budgets, rules=config.rules, known=config.known,
                     timezone=ZoneInfo(config.timezone))
-    report = simulate(args.file, policy, max_listed=args.list)
+    try:
+        report = simulate(args.file, policy, max_listed=args.list)
+    except BadExportLine as exc:
+        # A csv or FOCUS export (or any other file) fails on its first line: say what simulate reads.
+        hint = "; simulate reads a jsonl export (p402 ledger export --format jsonl)" if exc.line == 1 else ""
+        raise CliError(f"{args.file}: {exc}{hint}", 2) from None
     print(report.summary())
     return 0

@@ -476,3 +476,22 @@ def test_a_file_no_command_names_that_is_not_utf8_is_still_one_line(capsys: pyte
     code, out, err = p402(capsys, "keys", "list")
     assert (code, out) == (2, "")
     assert one_line(err).startswith("p402: a file it read is not UTF-8 text ('utf-8' codec can't decode byte 0xe9")
+
+
+def test_simulate_names_the_file_and_line_it_cannot_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = str(write_config(tmp_path))
+    assert p402(capsys, "apply", "-f", cfg)[0] == 0
+    jsonl, csv = tmp_path / "p402-ledger.jsonl", tmp_path / "p402-ledger.csv"
+    assert p402(capsys, "ledger", "export", "--config", cfg, "--out", str(jsonl))[0] == 0
+    assert p402(capsys, "ledger", "export", "--config", cfg, "--format", "csv", "--out", str(csv))[0] == 0
+    assert p402(capsys, "simulate", "--config", cfg, "--file", str(jsonl))[0] == 0
+    lines = jsonl.read_bytes().splitlines(keepends=True)
+    garbled = tmp_path / "garbled.jsonl"
+    garbled.write_bytes(b"".join(lines[:4] + [b"{\"type\": \"event\", \"seq\": 4,\n"] + lines[5:]))
+    for file, message in [
+        (csv, f"{csv}: line 1 is not valid JSON (file damaged or cut mid-line); "
+              "simulate reads a jsonl export (p402 ledger export --format jsonl)"),
+        (garbled, f"{garbled}: line 5 is not valid JSON (file damaged or cut mid-line)"),
+    ]:
+        code, out, err = p402(capsys, "simulate", "--config", cfg, "--file", str(file))
+        assert (code, out, one_line(err)) == (2, "", f"p402: {message}")
