@@ -84,7 +84,7 @@ async def cmd_verify(args: argparse.Namespace) -> int:
         report = verify_export(args.file, key, progress=_progress("verifying"))
     else:
         from p402.cli.commands import open_from_args
-        config, store = await open_from_args(args)
+        config, store = await open_from_args(args, create=False)
         if key is None and Path(config.signing_key).exists():
             key = _trusted_key(config.signing_key, "ledger key file")
         try:
@@ -105,7 +105,7 @@ async def cmd_export(args: argparse.Namespace) -> int:
     from p402.prove.export import csv_lines, jsonl_lines, write_lines
     from p402.prove.focus import focus_lines
     from p402.prove.signing import Signer
-    config, store = await open_from_args(args)
+    config, store = await open_from_args(args, create=False)
     try:
         sealed = await latest_checkpoint(store)
         total = sum(1 for _ in store.chain()) if sys.stderr.isatty() else None

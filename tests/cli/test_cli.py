@@ -337,7 +337,10 @@ def _mistakes(tmp: Path) -> list[tuple[list[str], int, str]]:
         (["spend", "--period", "fortnight", "--config", str(good)], 2, "p402: --period 'fortnight' is not hour"),
         (["keys", "create", "--employee", "zed", "--config", str(good)], 2, "p402: --employee 'zed' is not a known"),
         (["keys", "revoke", "nope", "--config", str(good)], 1, "p402: key nope does not exist"),
-        (["ledger", "verify", "--store", f"sqlite:///{tmp / 'no' / 'such' / 'dir.db'}"], 1, "p402: cannot open store"),
+        (["ledger", "verify", "--store", f"sqlite:///{tmp / 'no' / 'such' / 'dir.db'}"], 2,
+         f"p402: store file {tmp / 'no' / 'such' / 'dir.db'} does not exist; check --store"),
+        (["keys", "revoke", "k-x", "--store", f"sqlite:///{tmp / 'no' / 'such' / 'dir.db'}"], 1,
+         f"p402: cannot open store {tmp / 'no' / 'such' / 'dir.db'}: directory {tmp / 'no' / 'such'} does not exist"),
         (["demo", "--rate", "0"], 2, "p402: --rate must be positive"),
         (["apply", "-f", str(not_text)], 2, f"p402: {not_text}: not UTF-8 text"),
         (["apply", "-f", str(huge_cap)], 2, "budgets[0].cap_usd: '1e999999999' is not a decimal number"),
@@ -495,3 +498,35 @@ def test_simulate_names_the_file_and_line_it_cannot_read(tmp_path: Path, capsys:
     ]:
         code, out, err = p402(capsys, "simulate", "--config", cfg, "--file", str(file))
         assert (code, out, one_line(err)) == (2, "", f"p402: {message}")
+
+
+READ_ONLY = (["ledger", "verify"], ["ledger", "export", "--out", "ledger.jsonl"], ["budgets", "list"], ["spend"],
+             ["keys", "list"])
+
+
+def test_commands_that_only_read_refuse_a_store_file_that_does_not_exist(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str],
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # They created an empty store and reported on it: `ledger verify` with a typo said "ledger intact".
+    work = tmp_path / "work"
+    work.mkdir()
+    cfg = write_config(tmp_path, org(tmp_path, store="sqlite:///./p402.db"))  # relative: to the working directory
+    monkeypatch.chdir(work)
+    for argv in READ_ONLY:
+        code, out, err = p402(capsys, *argv, "--store", "sqlite:///./typo.db")
+        assert (code, out, one_line(err)) == (
+            2, "", f"p402: store file {work / 'typo.db'} does not exist (sqlite:///./typo.db); check --store"), argv
+        code, out, err = p402(capsys, *argv, "--config", str(cfg))
+        assert (code, out, one_line(err)) == (
+            2, "", f"p402: store file {work / 'p402.db'} does not exist (sqlite:///./p402.db); "
+                   f"check the store in {cfg}"), argv
+    assert list(work.iterdir()) == []
+    code, out, _ = p402(capsys, "ledger", "verify", "--store", "sqlite:///:memory:")  # nothing to mistype
+    assert (code, out) == (0, "ledger intact: 0 rows, 0 signed checkpoints\n")
+    # Commands that write still create the store, and then the readers read it.
+    assert p402(capsys, "keys", "create", "--workflow", "nightly", "--config", str(cfg))[0] == 0
+    assert (work / "p402.db").exists()
+    for argv in READ_ONLY:
+        code, out, err = p402(capsys, *argv, "--config", str(cfg))
+        assert (code, err) == (0, ""), argv
+    assert "workflow:nightly" in out  # keys list, last: the key is in the store the readers read
