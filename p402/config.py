@@ -24,7 +24,7 @@ from p402.errors import ConfigError
 
 __all__ = ["Config", "KeySpec", "load_config", "parse_config", "parse_budget", "ROLES", "PROVIDER_NAMES",
            "PROVIDER_SETTINGS", "DEFAULT_STORE", "DEFAULT_HOLD_TTL_S", "DEFAULT_MAX_BODY_BYTES", "CONFIG_KEYS", "default_signing_key",
-           "store_url_problem"]
+           "store_url_problem", "sqlite_path"]
 
 ROLES = ("admin", "finance", "viewer")
 PROVIDER_NAMES = ("simulated", "openai", "anthropic", "gemini", "bedrock", "openrouter")
@@ -405,6 +405,15 @@ def store_url_problem(url: str) -> str | None:
     if url.startswith(("postgresql://", "postgres://")):
         return None
     return f"{url!r} must be sqlite:///PATH or postgresql://user@host/db"
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file a `sqlite:///PATH` store URL names (as given: relative to the working directory), or
+    None for `sqlite:///:memory:` and PostgreSQL."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url[len("sqlite:///"):].partition("?")[0]
+    return None if path == ":memory:" else path
 
 
 def default_signing_key(store: str) -> str:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from p402.cli.main import CliError
-from p402.config import Config, default_signing_key, load_config, parse_config, store_url_problem
+from p402.config import Config, default_signing_key, load_config, parse_config, sqlite_path, store_url_problem
 from p402.core.ids import new_id
 from p402.core.periods import PERIODS
 from p402.ops.apply import KeyRefused, apply_config, create_key
@@ -38,9 +39,27 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return load_config(args.config)
 
 
-async def open_from_args(args: argparse.Namespace) -> tuple[Config, Any]:
+async def open_from_args(args: argparse.Namespace, *, create: bool) -> tuple[Config, Any]:
+    """The config and the store that `--config` or `--store` name.
+
+    `create` is False for a command that only reads: a SQLite file that does not
+    exist is refused, not created. An empty store verifies and has no spend, so
+    `ledger verify --store sqlite:///./typo.db` read as a passing audit.
+    """
     config = config_from_args(args)
+    if not create:
+        _require_store_file(config, "--store" if getattr(args, "store", None) else None)
     return config, await open_store(config.store)
+
+
+def _require_store_file(config: Config, flag: str | None) -> None:
+    path = sqlite_path(config.store)
+    if path is None or os.path.exists(path):
+        return
+    # SQLite resolves a relative path against the working directory, not the config file's: show where.
+    url = "" if os.path.isabs(path) else f" ({config.store})"
+    named = flag or f"the store in {config.source}"
+    raise CliError(f"store file {os.path.abspath(path)} does not exist{url}; check {named}", 2)
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
@@ -76,7 +95,7 @@ async def cmd_apply(args: argparse.Namespace) -> int:
 
 
 async def cmd_keys_create(args: argparse.Namespace) -> int:
-    config, store = await open_from_args(args)
+    config, store = await open_from_args(args, create=True)
     try:
         kind = "employee" if args.employee else "department" if args.department else "workflow"
         owner = args.employee or args.department or args.workflow
@@ -94,7 +113,7 @@ async def cmd_keys_create(args: argparse.Namespace) -> int:
 
 
 async def cmd_keys_list(args: argparse.Namespace) -> int:
-    _, store = await open_from_args(args)
+    _, store = await open_from_args(args, create=False)
     try:
         keys = await store.list_keys()
     finally:
@@ -106,7 +125,7 @@ async def cmd_keys_list(args: argparse.Namespace) -> int:
 
 
 async def cmd_keys_revoke(args: argparse.Namespace) -> int:
-    config, store = await open_from_args(args)
+    config, store = await open_from_args(args, create=True)
     try:
         now = datetime.now(timezone.utc)
         await store.revoke_key(args.id, policy_entry(new_id("evt", now), now, config.tenant, "revoke", "key",
@@ -120,7 +139,7 @@ async def cmd_keys_revoke(args: argparse.Namespace) -> int:
 async def cmd_budgets_list(args: argparse.Namespace) -> int:
     from p402.core.money import format_usd
     from p402.core.periods import window_for
-    config, store = await open_from_args(args)
+    config, store = await open_from_args(args, create=False)
     try:
         cache = PolicyCache(config, store)
         await cache.refresh(force=True)
@@ -148,7 +167,7 @@ async def cmd_spend(args: argparse.Namespace) -> int:
         raise CliError(f"--by {args.by!r} is not department, employee, project, customer, feature, workflow, key or model", 2)
     if args.period not in PERIODS or args.period == "request":
         raise CliError(f"--period {args.period!r} is not hour, day, week, month, quarter, year or total", 2)
-    config, store = await open_from_args(args)
+    config, store = await open_from_args(args, create=False)
     try:
         cache = PolicyCache(config, store)
         await cache.refresh(force=True)

@@ -34,6 +34,9 @@ gateway does, on the same store.
 - **Which store.** Commands that read or change the store take `--config FILE` (default
   `./p402.yaml`; the store is the file's `store:` URL) or `--store URL` (`sqlite:///PATH` or
   `postgresql://user@host/db`), which wins over the file's. `apply` takes the file with `-f`.
+  A relative SQLite path is from the working directory. Commands that only read (`ledger
+  verify`, `ledger export`, `budgets list`, `spend`, `keys list`) refuse a SQLite file that does
+  not exist (exit 2) rather than create an empty one that would verify; the others create it.
 - **Exit status.** `0` on success; `2` for a user mistake (an unknown command or flag, a
   missing or invalid config file, a bad value); `1` when something failed (the store cannot be
   reached, a key does not exist, the ledger does not verify); `130` on Ctrl-C.

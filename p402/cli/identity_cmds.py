@@ -17,6 +17,10 @@ from p402.mandates import sign_revocation, verify
 
 __all__ = ["add_commands"]
 
+# EIP-712 encodes chainId as uint256, and EIP-155 chain ids start at 1: anything else
+# failed deep in the ABI encoder with a traceback, or signed for a chain that cannot exist.
+MAX_CHAIN_ID = 2**256 - 1
+
 
 def add_commands(sub: Any, add: Any, store_args: Any, parser_class: Any) -> None:
     identity = add("identity", None, "budget owners' secp256k1 identities (ERC-8004)")
@@ -63,11 +67,19 @@ def _sign_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chain-id", type=int, default=DEFAULT_CHAIN_ID, help="EIP-155 chain id")
 
 
+def _chain_id(value: int) -> int:
+    if not 1 <= value <= MAX_CHAIN_ID:
+        raise CliError(f"--chain-id {value} is not a chain id (a positive integer below 2**256)", 2)
+    return value
+
+
 def _read_spec(path: str) -> dict[str, Any]:
     try:
-        spec = yaml.safe_load(Path(path).read_text())
+        spec = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CliError(f"{path}: no such spec file", 2) from None
+    except UnicodeDecodeError:
+        raise CliError(f"{path}: not UTF-8 text (a spec is YAML or JSON)", 2) from None
     except yaml.YAMLError as exc:
         raise CliError(f"{path}: not valid YAML: {getattr(exc, 'problem', exc)}", 2) from None
     if not isinstance(spec, dict):
@@ -92,7 +104,7 @@ def _emit(document: dict[str, Any], out: str | None) -> None:
 
 
 def cmd_identity_new(args: argparse.Namespace) -> int:
-    key, address, registration = new_identity(args.name, chain_id=args.chain_id)
+    key, address, registration = new_identity(args.name, chain_id=_chain_id(args.chain_id))
     key_path = args.key or f"{args.name}.key.json"
     reg_path = args.registration or f"{args.name}.registration.json"
     if Path(reg_path).exists():
@@ -107,29 +119,35 @@ def cmd_identity_new(args: argparse.Namespace) -> int:
 
 
 def cmd_mandate_sign(args: argparse.Namespace) -> int:
-    _emit(sign_mandate(_read_spec(args.spec), _key(args.key), chain_id=args.chain_id,
-                       now=datetime.now(timezone.utc)), args.out)
+    chain_id = _chain_id(args.chain_id)
+    _emit(sign_mandate(_read_spec(args.spec), _key(args.key), chain_id=chain_id, now=datetime.now(timezone.utc)),
+          args.out)
     return 0
 
 
 def cmd_override_sign(args: argparse.Namespace) -> int:
-    _emit(sign_override(_read_spec(args.spec), _key(args.key), chain_id=args.chain_id,
-                        now=datetime.now(timezone.utc)), args.out)
+    chain_id = _chain_id(args.chain_id)
+    _emit(sign_override(_read_spec(args.spec), _key(args.key), chain_id=chain_id, now=datetime.now(timezone.utc)),
+          args.out)
     return 0
 
 
 def cmd_mandate_revoke(args: argparse.Namespace) -> int:
-    _emit(sign_revocation(args.digest, args.reason, _key(args.key), chain_id=args.chain_id,
+    chain_id = _chain_id(args.chain_id)
+    _emit(sign_revocation(args.digest, args.reason, _key(args.key), chain_id=chain_id,
                           now=datetime.now(timezone.utc)), args.out)
     return 0
 
 
 def cmd_mandate_verify(args: argparse.Namespace) -> int:
+    chain_id = _chain_id(args.chain_id)
     try:
-        text = Path(args.file).read_text()
+        text = Path(args.file).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise CliError(f"{args.file}: no such file", 2) from None
-    ok, reason = verify(text, chain_id=args.chain_id, owner=args.owner, now=datetime.now(timezone.utc))
+    except UnicodeDecodeError:
+        raise CliError(f"{args.file}: not UTF-8 text (a signed document is JSON)", 2) from None
+    ok, reason = verify(text, chain_id=chain_id, owner=args.owner, now=datetime.now(timezone.utc))
     if not ok:
         raise CliError(reason, 1)
     print(reason)

@@ -51,14 +51,18 @@ def _progress(label: str) -> Callable[[int, int | None], None] | None:
     return show
 
 
-def _trusted_key(path_or_hex: str | None) -> Any:
+def _trusted_key(path_or_hex: str | None, named: str = "--key") -> Any:
+    """The key `--key` gives (a PEM file, or hex), or the one in the file `named` (the gateway's key file)."""
     if path_or_hex is None:
         return None
     p = Path(path_or_hex)
     if not path_or_hex or p.is_dir():
-        raise CliError(f"--key {path_or_hex!r}: not a key file or a hex public key", 2)
+        raise CliError(f"{named} {path_or_hex!r}: not a key file or a hex public key", 2)
     if p.exists():
-        text = p.read_text()
+        try:
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise CliError(f"{named} {path_or_hex}: not UTF-8 text (a key file holds PEM or hex)", 2) from None
         if "PRIVATE KEY" in text:
             from p402.prove.signing import Signer
             return Signer.load_or_create(p).public_key
@@ -80,9 +84,9 @@ async def cmd_verify(args: argparse.Namespace) -> int:
         report = verify_export(args.file, key, progress=_progress("verifying"))
     else:
         from p402.cli.commands import open_from_args
-        config, store = await open_from_args(args)
+        config, store = await open_from_args(args, create=False)
         if key is None and Path(config.signing_key).exists():
-            key = _trusted_key(config.signing_key)
+            key = _trusted_key(config.signing_key, "ledger key file")
         try:
             report = verify_rows(store.chain(), key)
         finally:
@@ -101,7 +105,7 @@ async def cmd_export(args: argparse.Namespace) -> int:
     from p402.prove.export import csv_lines, jsonl_lines, write_lines
     from p402.prove.focus import focus_lines
     from p402.prove.signing import Signer
-    config, store = await open_from_args(args)
+    config, store = await open_from_args(args, create=False)
     try:
         sealed = await latest_checkpoint(store)
         total = sum(1 for _ in store.chain()) if sys.stderr.isatty() else None
@@ -129,6 +133,7 @@ async def cmd_export(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from p402.config import load_config
     from p402.core.policy import Policy
+    from p402.prove.export import BadExportLine
     from p402.prove.simulate import simulate
     from p402.wiring import priced_models
     if not Path(args.file).exists():
@@ -137,6 +142,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     policy = Policy(version=0, tenant=config.tenant, models={m.name: m for m in config.models},
                     budgets=config.budgets, rules=config.rules, known=config.known,
                     timezone=ZoneInfo(config.timezone))
-    report = simulate(args.file, policy, max_listed=args.list)
+    try:
+        report = simulate(args.file, policy, max_listed=args.list)
+    except BadExportLine as exc:
+        # A csv or FOCUS export (or any other file) fails on its first line: say what simulate reads.
+        hint = "; simulate reads a jsonl export (p402 ledger export --format jsonl)" if exc.line == 1 else ""
+        raise CliError(f"{args.file}: {exc}{hint}", 2) from None
     print(report.summary())
     return 0

@@ -138,6 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A path the user named cannot be read or written (missing directory, permissions).
         where = f": {exc.filename}" if exc.filename else ""
         return _fail(f"{exc.strerror or exc}{where}", 2)
+    except UnicodeDecodeError as exc:
+        # The files a command reads name themselves when they are not text; this is the net
+        # for one that does not (the error carries no file name), so it is never a traceback.
+        return _fail(f"a file it read is not UTF-8 text ({exc})", 2)
     except KeyboardInterrupt:
         return 130
 

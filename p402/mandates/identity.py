@@ -147,6 +147,8 @@ def load_key(path: str | os.PathLike[str], password: str | None = None) -> tuple
         text = source.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"key file {source} does not exist") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"key file {source} is not UTF-8 text (a key file is JSON)") from None
     except OSError as exc:
         raise ConfigError(f"cannot read key file {source}: {exc.strerror}") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):

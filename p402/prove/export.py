@@ -37,7 +37,7 @@ from p402.prove.rows import iso
 from p402.prove.signing import PublicKeyLike, Signer, key_id_of, load_public_key, public_hex, verify_signature
 
 __all__ = ["EXPORT_TYPE", "EXPORT_VERSION", "CSV_COLUMNS", "jsonl_lines", "csv_lines", "write_lines",
-           "read_jsonl", "export_rows", "verify_export", "end_statement"]
+           "read_jsonl", "export_rows", "verify_export", "end_statement", "BadExportLine"]
 
 EXPORT_TYPE = "p402-ledger-export"
 EXPORT_VERSION = 1
@@ -137,16 +137,29 @@ def write_lines(lines: Iterable[bytes], path: str | Path) -> None:
     os.replace(part, path)
 
 
+class BadExportLine(ValueError):
+    """A line of a jsonl export that is not what an export holds; the message names it, `line` is its number.
+
+    A ValueError, so verification reports it as the file's fault; its own class, so a
+    command can tell the file's fault from a bug of its own.
+    """
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+
+
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, parsed object) for each line of an export; a bad line raises ValueError naming it."""
+    """(line number, parsed object) for each line of an export; a bad line raises BadExportLine naming it."""
     with open(path, "rb") as f:
         for number, line in enumerate(f, start=1):
             try:
                 item = orjson.loads(line)
             except orjson.JSONDecodeError:
-                raise ValueError(f"line {number} is not valid JSON (file damaged or cut mid-line)") from None
+                raise BadExportLine(number, f"line {number} is not valid JSON (file damaged or cut mid-line)") \
+                    from None
             if not isinstance(item, dict):
-                raise ValueError(f"line {number} is not a JSON object")
+                raise BadExportLine(number, f"line {number} is not a JSON object")
             yield number, item
 
 
@@ -161,7 +174,7 @@ def _row_of(item: Mapping[str, Any], number: int) -> ChainRow:
     seq, body, prev, digest = item.get("seq"), item.get("body"), item.get("prev_hash"), item.get("hash")
     if not isinstance(seq, int) or not isinstance(body, str) or not isinstance(prev, str) \
             or not isinstance(digest, str):
-        raise ValueError(f"line {number}: an event needs seq, prev_hash, hash and body")
+        raise BadExportLine(number, f"line {number}: an event needs seq, prev_hash, hash and body")
     return ChainRow(seq, body.encode(), prev, digest)
 
 
@@ -191,7 +204,7 @@ def verify_export(path: str | Path, public_key: PublicKeyLike | Iterable[PublicK
     try:
         for number, item in lines:
             if end is not None:
-                raise ValueError(f"line {number}: data after the end line (rows appended to the file)")
+                raise BadExportLine(number, f"line {number}: data after the end line (rows appended to the file)")
             if item.get("type") == "end":
                 end = item
                 continue

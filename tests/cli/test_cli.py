@@ -337,7 +337,10 @@ def _mistakes(tmp: Path) -> list[tuple[list[str], int, str]]:
         (["spend", "--period", "fortnight", "--config", str(good)], 2, "p402: --period 'fortnight' is not hour"),
         (["keys", "create", "--employee", "zed", "--config", str(good)], 2, "p402: --employee 'zed' is not a known"),
         (["keys", "revoke", "nope", "--config", str(good)], 1, "p402: key nope does not exist"),
-        (["ledger", "verify", "--store", f"sqlite:///{tmp / 'no' / 'such' / 'dir.db'}"], 1, "p402: cannot open store"),
+        (["ledger", "verify", "--store", f"sqlite:///{tmp / 'no' / 'such' / 'dir.db'}"], 2,
+         f"p402: store file {tmp / 'no' / 'such' / 'dir.db'} does not exist; check --store"),
+        (["keys", "revoke", "k-x", "--store", f"sqlite:///{tmp / 'no' / 'such' / 'dir.db'}"], 1,
+         f"p402: cannot open store {tmp / 'no' / 'such' / 'dir.db'}: directory {tmp / 'no' / 'such'} does not exist"),
         (["demo", "--rate", "0"], 2, "p402: --rate must be positive"),
         (["apply", "-f", str(not_text)], 2, f"p402: {not_text}: not UTF-8 text"),
         (["apply", "-f", str(huge_cap)], 2, "budgets[0].cap_usd: '1e999999999' is not a decimal number"),
@@ -430,3 +433,100 @@ def test_serve_refuses_a_store_file_changed_outside_p402_in_one_line(tmp_path: P
     assert code == 1 and err.strip().splitlines() == [
         "p402: ledger row 1: its effects cannot be read (ValueError('not an effects object')); "
         "the store file was changed outside p402"]
+
+
+def test_a_file_that_is_not_utf8_is_named_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("budget: café\n".encode("latin-1"))  # text, but not UTF-8: each read once printed a traceback
+    assert p402(capsys, "identity", "new", "--name", "alice")[0] == 0
+    stray = tmp_path / "stray.key.json"
+    stray.write_bytes((tmp_path / "alice.key.json").read_bytes() + b"\xff")
+    stray.chmod(0o600)
+    (tmp_path / "m1.yaml").write_text("budget: eng-month\nscope: department:eng\ncap_usd: \"5000\"\nperiod: month\n"
+                                      "valid_until: 2099-01-01T00:00:00Z\n")
+    garbled_ledger_key = tmp_path / "garbled.pem"
+    garbled_ledger_key.write_bytes(b"\x80" * 32)
+    cfg = str(write_config(tmp_path, org(tmp_path, ledger={"signing_key": str(garbled_ledger_key)})))
+    assert p402(capsys, "apply", "-f", cfg)[0] == 0
+    for argv, message in [
+        (["mandate", "verify", str(latin1)], f"{latin1}: not UTF-8 text (a signed document is JSON)"),
+        (["mandate", "sign", "--spec", str(latin1), "--key", "alice.key.json"],
+         f"{latin1}: not UTF-8 text (a spec is YAML or JSON)"),
+        (["override", "sign", "--spec", str(latin1), "--key", "alice.key.json"],
+         f"{latin1}: not UTF-8 text (a spec is YAML or JSON)"),
+        (["mandate", "sign", "--spec", "m1.yaml", "--key", str(stray)],
+         f"key file {stray} is not UTF-8 text (a key file is JSON)"),
+        (["ledger", "verify", "--key", str(latin1), "--config", cfg],
+         f"--key {latin1}: not UTF-8 text (a key file holds PEM or hex)"),
+        (["ledger", "verify", "--config", cfg],
+         f"ledger key file {garbled_ledger_key}: not UTF-8 text (a key file holds PEM or hex)"),
+    ]:
+        code, out, err = p402(capsys, *argv)
+        assert (code, out, one_line(err)) == (2, "", f"p402: {message}"), argv
+
+
+def test_a_file_no_command_names_that_is_not_utf8_is_still_one_line(capsys: pytest.CaptureFixture[str],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # The safety net in main for a read that does not name its file (every read above does).
+    from p402.cli import commands
+
+    def reads_latin1(args: Any) -> int:
+        "café".encode("latin-1").decode("utf-8")
+        return 0
+    monkeypatch.setattr(commands, "cmd_keys_list", reads_latin1)
+    code, out, err = p402(capsys, "keys", "list")
+    assert (code, out) == (2, "")
+    assert one_line(err).startswith("p402: a file it read is not UTF-8 text ('utf-8' codec can't decode byte 0xe9")
+
+
+def test_simulate_names_the_file_and_line_it_cannot_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = str(write_config(tmp_path))
+    assert p402(capsys, "apply", "-f", cfg)[0] == 0
+    jsonl, csv = tmp_path / "p402-ledger.jsonl", tmp_path / "p402-ledger.csv"
+    assert p402(capsys, "ledger", "export", "--config", cfg, "--out", str(jsonl))[0] == 0
+    assert p402(capsys, "ledger", "export", "--config", cfg, "--format", "csv", "--out", str(csv))[0] == 0
+    assert p402(capsys, "simulate", "--config", cfg, "--file", str(jsonl))[0] == 0
+    lines = jsonl.read_bytes().splitlines(keepends=True)
+    garbled = tmp_path / "garbled.jsonl"
+    garbled.write_bytes(b"".join(lines[:4] + [b"{\"type\": \"event\", \"seq\": 4,\n"] + lines[5:]))
+    for file, message in [
+        (csv, f"{csv}: line 1 is not valid JSON (file damaged or cut mid-line); "
+              "simulate reads a jsonl export (p402 ledger export --format jsonl)"),
+        (garbled, f"{garbled}: line 5 is not valid JSON (file damaged or cut mid-line)"),
+    ]:
+        code, out, err = p402(capsys, "simulate", "--config", cfg, "--file", str(file))
+        assert (code, out, one_line(err)) == (2, "", f"p402: {message}")
+
+
+READ_ONLY = (["ledger", "verify"], ["ledger", "export", "--out", "ledger.jsonl"], ["budgets", "list"], ["spend"],
+             ["keys", "list"])
+
+
+def test_commands_that_only_read_refuse_a_store_file_that_does_not_exist(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str],
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # They created an empty store and reported on it: `ledger verify` with a typo said "ledger intact".
+    work = tmp_path / "work"
+    work.mkdir()
+    cfg = write_config(tmp_path, org(tmp_path, store="sqlite:///./p402.db"))  # relative: to the working directory
+    monkeypatch.chdir(work)
+    for argv in READ_ONLY:
+        code, out, err = p402(capsys, *argv, "--store", "sqlite:///./typo.db")
+        assert (code, out, one_line(err)) == (
+            2, "", f"p402: store file {work / 'typo.db'} does not exist (sqlite:///./typo.db); check --store"), argv
+        code, out, err = p402(capsys, *argv, "--config", str(cfg))
+        assert (code, out, one_line(err)) == (
+            2, "", f"p402: store file {work / 'p402.db'} does not exist (sqlite:///./p402.db); "
+                   f"check the store in {cfg}"), argv
+    assert list(work.iterdir()) == []
+    code, out, _ = p402(capsys, "ledger", "verify", "--store", "sqlite:///:memory:")  # nothing to mistype
+    assert (code, out) == (0, "ledger intact: 0 rows, 0 signed checkpoints\n")
+    # Commands that write still create the store, and then the readers read it.
+    assert p402(capsys, "keys", "create", "--workflow", "nightly", "--config", str(cfg))[0] == 0
+    assert (work / "p402.db").exists()
+    for argv in READ_ONLY:
+        code, out, err = p402(capsys, *argv, "--config", str(cfg))
+        assert (code, err) == (0, ""), argv
+    assert "workflow:nightly" in out  # keys list, last: the key is in the store the readers read

@@ -76,3 +76,46 @@ def test_times_past_the_year_9999_are_one_line_naming_the_field(tmp_path: Path, 
                                      "valid_until: 9999-12-31T23:59:59-01:00\n")
     code, _, err = run(capsys, "mandate", "sign", "--spec", "m.yaml", "--key", "owner.key.json")
     assert code == 2 and err.count("\n") == 1 and "valid_until" in err and "after 9999-12-31T23:59:59Z" in err
+
+
+def _owner_with_specs(tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "identity", "new", "--name", "alice")[0] == 0
+    (tmp / "m1.yaml").write_text("budget: eng-month\nscope: department:eng\ncap_usd: \"5000\"\nperiod: month\n"
+                                 "valid_until: 2099-01-01T00:00:00Z\n")
+    (tmp / "o1.yaml").write_text("budget: eng-month\nextra_usd: \"250\"\nwindow_end: 2099-01-08T00:00:00Z\n")
+
+
+@pytest.mark.parametrize("command", [
+    ["mandate", "sign", "--spec", "m1.yaml", "--key", "alice.key.json"],
+    ["override", "sign", "--spec", "o1.yaml", "--key", "alice.key.json"],
+    ["mandate", "revoke", "--digest", "0x" + "ab" * 32, "--reason", "retired", "--key", "alice.key.json"],
+    ["mandate", "verify", "m.json"],
+    ["identity", "new", "--name", "bob"],
+])
+def test_a_chain_id_that_is_not_a_uint256_above_zero_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str],
+                                                                command: list[str]) -> None:
+    # EIP-712 encodes chainId as uint256 and chain ids start at 1; the ABI encoder's traceback was all one got.
+    monkeypatch.chdir(tmp_path)
+    _owner_with_specs(tmp_path, capsys)
+    assert run(capsys, "mandate", "sign", "--spec", "m1.yaml", "--key", "alice.key.json", "--out", "m.json")[0] == 0
+    capsys.readouterr()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for chain_id in ("-1", "0", "9" * 80, str(2**256)):
+        code, out, err = run(capsys, *command, "--chain-id", chain_id)
+        assert (code, out, err) == (2, "", f"p402: --chain-id {chain_id} is not a chain id "
+                                           "(a positive integer below 2**256)\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # identity new wrote no files for a bad id
+
+
+def test_the_largest_uint256_chain_id_is_signed_for(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    _owner_with_specs(tmp_path, capsys)
+    top = str(2**256 - 1)
+    code, _, err = run(capsys, "mandate", "sign", "--spec", "m1.yaml", "--key", "alice.key.json", "--chain-id", top,
+                       "--out", "m.json")
+    assert code == 0, err
+    assert json.loads((tmp_path / "m.json").read_text())["proof"]["chainId"] == 2**256 - 1
+    code, _, err = run(capsys, "mandate", "verify", "m.json")  # the gateway's chain, 1
+    assert code == 1 and "SIGNATURE_INVALID" in err and "proof.chainId" in err
