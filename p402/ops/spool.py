@@ -17,9 +17,11 @@ import orjson
 from p402.errors import StoreUnavailable
 from p402.pipeline.gateway import settle_hold
 
-__all__ = ["FileSpool", "MAX_SPOOL_BYTES"]
+__all__ = ["FileSpool", "MAX_SPOOL_BYTES", "MAX_REFUSAL_BYTES"]
 
 MAX_SPOOL_BYTES = 256 * 1024 * 1024
+# Refusals stop here; the rest is kept for settlements, which carry what calls really cost.
+MAX_REFUSAL_BYTES = MAX_SPOOL_BYTES * 3 // 4
 log = logging.getLogger("p402.spool")
 
 
@@ -31,8 +33,9 @@ class FileSpool:
 
     def add(self, op: str, payload: dict[str, Any]) -> None:
         try:
-            if self.path.exists() and self.path.stat().st_size > MAX_SPOOL_BYTES:
-                log.error("spool %s is full (%d bytes); dropping a %s entry", self.path, MAX_SPOOL_BYTES, op)
+            limit = MAX_SPOOL_BYTES if op == "settle" else MAX_REFUSAL_BYTES
+            if self.path.exists() and self.path.stat().st_size > limit:
+                log.error("spool %s is full for %s entries (%d bytes); dropping one", self.path, op, limit)
                 return
             with open(self.path, "ab") as f:
                 f.write(orjson.dumps({"op": op, "payload": payload}) + b"\n")

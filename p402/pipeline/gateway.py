@@ -94,6 +94,30 @@ class _Attempt:
     settled: bool = False  # a hold is settled once, however many ways its request ends
 
 
+
+# Refusals of requests whose key could not be looked up (the store was down) come from anyone:
+# at most this many a second (after a burst) are spooled for the ledger; all are counted in
+# the metrics and answered 503 alike.
+UNKNOWN_KEY_REFUSALS_PER_S = 10.0
+UNKNOWN_KEY_REFUSALS_BURST = 50
+
+
+class Allowance:
+    """A token bucket: `take` says whether one more event fits `rate` a second after `burst`."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, float(burst)
+        self.tokens, self.at = float(burst), 0.0
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
 class Gateway:
     """The single enforcement point."""
 
@@ -101,6 +125,7 @@ class Gateway:
                  telemetry: Telemetry, spool: Spool, clock: Callable[[], datetime], hold_ttl_s: float) -> None:
         self.store, self.providers, self.policies, self.keys = store, providers, policies, keys
         self.telemetry, self.spool, self.clock, self.hold_ttl_s = telemetry, spool, clock, hold_ttl_s
+        self._unknown_refusals = Allowance(UNKNOWN_KEY_REFUSALS_PER_S, UNKNOWN_KEY_REFUSALS_BURST)
 
     async def authenticate(self, secret: str | None, route: str) -> KeyRecord | Refusal:
         """The caller's key, or the refusal: 401, or 503 when the store cannot be asked (fail
@@ -109,16 +134,20 @@ class Gateway:
             key = await self.keys.authenticate(secret)
         except StoreUnavailable as exc:
             now, policy = self.clock(), self.policies.current
+            # Whoever sent it is unknown (the key could not be looked up): such refusals are kept
+            # for the ledger at a bounded rate, so junk sent during an outage cannot fill the spool.
             return self._fail_closed({"event_id": new_id("evt", now), "ts": iso(now), "kind": "decision",
                                       "tenant": policy.tenant, "route": route, "policy_version": policy.version,
-                                      "reason": f"policy store unavailable while looking up the key: {exc}"}, 0.0)
+                                      "reason": f"policy store unavailable while looking up the key: {exc}"}, 0.0,
+                                     keep=self._unknown_refusals.take(time.monotonic()))
         return key if key is not None else _unauthorized()
 
-    def _fail_closed(self, row: dict[str, Any], seconds: float) -> Refusal:
+    def _fail_closed(self, row: dict[str, Any], seconds: float, keep: bool = True) -> Refusal:
         """The store cannot be reached (SPEC §2.7): count it, spool the refusal's decision row for
         the ledger (fail closed, lose nothing), and answer 503."""
         self.telemetry.decision("unavailable", "POLICY_UNAVAILABLE", seconds)
-        self.spool.add("record", {**row, "outcome": "deny", "deny_code": None, "error": "POLICY_UNAVAILABLE"})
+        if keep:
+            self.spool.add("record", {**row, "outcome": "deny", "deny_code": None, "error": "POLICY_UNAVAILABLE"})
         return _unavailable(row["event_id"])
 
     async def handle(self, req: Inbound) -> Refusal | Admitted:

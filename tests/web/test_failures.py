@@ -19,6 +19,9 @@ import pytest
 
 from p402.core.decision import Ask, Plan, decide, prepare
 from p402.core.scopes import Attribution
+from p402.ops import spool as spool_module
+from p402.ops.spool import FileSpool
+from p402.pipeline import gateway as gateway_module
 from p402.pipeline.records import decision_entry
 from p402.stores.sqlite import SqliteStore
 from p402.wiring import default_spool_path
@@ -158,8 +161,10 @@ def test_a_client_gone_before_the_stream_began_is_settled_once(tmp_path: Path) -
             assert db.execute("SELECT COUNT(*) FROM holds").fetchone()[0] == 0
 
 
-def test_a_key_that_cannot_be_looked_up_fails_closed_too(tmp_path: Path) -> None:
+def test_a_key_that_cannot_be_looked_up_fails_closed_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The store is gone before the key was ever seen: 503 POLICY_UNAVAILABLE, not a 500, on every route."""
+    monkeypatch.setattr(gateway_module, "UNKNOWN_KEY_REFUSALS_PER_S", 0.0)  # no refill: the burst is all
+    monkeypatch.setattr(gateway_module, "UNKNOWN_KEY_REFUSALS_BURST", 5)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
@@ -197,11 +202,36 @@ def test_a_key_that_cannot_be_looked_up_fails_closed_too(tmp_path: Path) -> None
                     urllib.request.urlopen(f"{gw.base}/readyz")
                 assert ready.value.code == 503 and b"store unavailable" in ready.value.read()
                 ready.value.close()
+                # Anyone can send keys nobody can look up now: each is refused and counted, but only
+                # a bounded number are kept, so junk cannot fill the spool that settlements need.
+                kept = gw.runtime.spool.pending()
+                for i in range(60):
+                    with pytest.raises(openai.APIStatusError) as err:
+                        openai.OpenAI(base_url=f"{gw.base}/v1", api_key=f"junk-{i}", max_retries=0).models.list()
+                    assert err.value.status_code == 503
+                assert kept == 3 and gw.runtime.spool.pending() == 5  # the burst of five, then none
+                metrics = urllib.request.urlopen(f"{gw.base}/metrics").read().decode()
+                assert 'p402_decisions_total{deny_code="POLICY_UNAVAILABLE",outcome="unavailable"} 63.0' in metrics
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
+
+def test_refusals_leave_room_in_a_full_spool_for_settlements(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spool_module, "MAX_SPOOL_BYTES", 4000)
+    monkeypatch.setattr(spool_module, "MAX_REFUSAL_BYTES", 3000)
+    spool = FileSpool(tmp_path / "p.spool.jsonl")
+    refusal = {"event_id": "evt_x", "kind": "decision", "reason": "r" * 200}
+    for _ in range(40):
+        spool.add("record", refusal)
+    refused = spool.pending()
+    assert 10 <= refused < 40 and spool.path.stat().st_size <= 3000 + 400  # refusals stopped at their share
+    spool.add("settle", {"hold_id": "hold_x", "cost_nanos": 5, "entry": {"kind": "settle"}})
+    assert spool.pending() == refused + 1  # a settlement still fits
+    assert orjson.loads(spool.path.read_bytes().splitlines()[-1])["op"] == "settle"
+
 
 def test_each_database_has_its_own_spool() -> None:
     # Refusals replay into the store that refused them, never into another a gateway was pointed at.
