@@ -92,7 +92,9 @@ class GatewayApp:
                 await self.runtime.store.ping()
                 await _plain(send, 200, b'{"status":"ready"}')
             except StoreUnavailable as exc:
-                await _plain(send, 503, orjson.dumps({"status": "store unavailable", "error": str(exc)}))
+                # Unauthenticated: the store's address and error go to the log, not to whoever asks.
+                log.warning("readyz: %s", exc)
+                await _plain(send, 503, b'{"status":"store unavailable"}')
         elif path == "/metrics":
             await _plain(send, 200, self.runtime.metrics.render(), CONTENT_TYPE_LATEST.encode())
         else:
