@@ -216,9 +216,12 @@ def parse_budget(item: dict[str, Any], path: str, ctx: _Ctx | None = None, owner
                   per=per, categories=cats, mode=mode, requires_mandate=requires, owner=str(owner))
 
 
+MAX_CONTEXT_WINDOW = 100_000_000  # above any model's; keeps every estimate inside 64-bit integers
+
+
 def _model(ctx: _Ctx, path: str, item: dict[str, Any], providers: dict[str, Any]) -> ModelSpec:
     _only(ctx, path, item, ("name", "provider", "upstream", "categories", "price", "max_output_tokens", "fallbacks",
-                            "tokenizer"))
+                            "tokenizer", "context_window"))
     name = _typed(ctx, f"{path}.name", item.get("name"), str, "a model name")
     provider = item.get("provider")
     if provider not in providers:
@@ -244,9 +247,14 @@ def _model(ctx: _Ctx, path: str, item: dict[str, Any], providers: dict[str, Any]
     fallbacks = item.get("fallbacks") or []
     _typed(ctx, f"{path}.fallbacks", fallbacks, list, "a list of model names")
     cats = _names(ctx, f"{path}.categories", item.get("categories") or [])
+    window = item.get("context_window")
+    if window is not None:
+        _typed(ctx, f"{path}.context_window", window, int, "a positive integer")
+        if isinstance(window, bool) or not 1 <= window <= MAX_CONTEXT_WINDOW:
+            raise ctx.fail(f"{path}.context_window", f"must be from 1 to {MAX_CONTEXT_WINDOW:,}")
     return ModelSpec(name=name, provider=str(provider), upstream=str(item.get("upstream") or name),
                      categories=frozenset(cats), price=price, max_output_tokens=limit,
-                     fallbacks=tuple(str(f) for f in fallbacks), tokenizer=tokenizer)
+                     fallbacks=tuple(str(f) for f in fallbacks), tokenizer=tokenizer, context_window=window)
 
 
 def parse_config(raw: Any, source: str = "p402.yaml") -> Config:

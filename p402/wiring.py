@@ -29,7 +29,7 @@ from p402.pipeline.tokens import warm
 from p402.prove.checkpoints import Checkpointer, FileSealLock
 from p402.prove.signing import Signer
 from p402.providers import registry
-from p402.providers.prices import catalog_tiers
+from p402.providers.prices import catalog_context_window, catalog_tiers
 
 __all__ = ["Runtime", "open_store", "build_runtime", "priced_models", "default_spool_path", "EXPIRY_INTERVAL_S"]
 
@@ -59,7 +59,7 @@ def build_providers(config: Config) -> dict[str, Provider]:
 
 
 def priced_models(config: Config) -> Config:
-    """Fill each model's price from the price package where the config gives none."""
+    """Fill each model's price and context window from the price package where the config gives none."""
     models = []
     for m in config.models:
         if m.price is None:
@@ -67,6 +67,8 @@ def priced_models(config: Config) -> Config:
             if tiers:
                 m = replace(m, price=tiers[0].price,
                             price_tiers=tuple((t.above, t.price) for t in tiers[1:]))
+        if m.context_window is None:
+            m = replace(m, context_window=catalog_context_window(m.provider, m.upstream))
         models.append(m)
     return replace(config, models=tuple(models))
 

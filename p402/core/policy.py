@@ -77,6 +77,9 @@ class ModelSpec:
     # Long-prompt tiers: (above, price) pairs, ascending; `price` applies up to the first.
     # A request whose whole prompt exceeds `above` tokens pays that tier's rates on everything.
     price_tiers: tuple[tuple[int, Price], ...] = ()
+    # The most input tokens the model accepts (from the config or the price catalog): the bound of
+    # a request whose input cannot be counted from the request itself (p402.pipeline.tokens.UNSEEN).
+    context_window: int | None = None
 
     def price_for(self, prompt_tokens: int) -> Price | None:
         """The rates for a prompt of `prompt_tokens` (fresh + cached + cache-written)."""

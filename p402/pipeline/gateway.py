@@ -25,7 +25,7 @@ from p402.errors import StoreUnavailable, UpstreamError
 from p402.pipeline.auth import AttributionError, KeyRing, attribute
 from p402.pipeline.ports import BudgetStore, Call, KeyRecord, Provider, Reply, Usage, aclose
 from p402.pipeline.records import binding_view, decision_entry, iso, settlement_entry
-from p402.pipeline.tokens import chat_input_bound, embeddings_input_bound, messages_input_bound
+from p402.pipeline.tokens import UNSEEN, chat_input_bound, embeddings_input_bound, messages_input_bound
 
 __all__ = ["Inbound", "Refusal", "Admitted", "Gateway", "Telemetry", "Spool", "PolicySource", "settle_hold"]
 
@@ -183,7 +183,16 @@ class Gateway:
         t0 = time.perf_counter()  # the policy decision: price, decide, reserve and its ledger row
         now = self.clock()
         client_max = _client_max_tokens(req)
-        ask = Ask(who=who, model=model, input_tokens=_BOUNDS[req.route](req.body, model.tokenizer),
+        bound = _BOUNDS[req.route](req.body, model.tokenizer)
+        if bound >= UNSEEN:  # input the request only refers to: the model's context window bounds it
+            if model.context_window is None:
+                return Refusal(400, "invalid_request", f"messages: the request refers to input p402 cannot count "
+                                                       f"(a file or document it does not see, or a server tool's "
+                                                       f"results), and model {model.name} has no context_window to "
+                                                       f"bound it: add context_window to the model in the config, or "
+                                                       f"send the content as text", param="messages")
+            bound = max(bound % UNSEEN, model.context_window)
+        ask = Ask(who=who, model=model, input_tokens=bound,
                   max_tokens=client_max, wants_output=req.route != "embeddings", now=now,
                   presented_mandate=req.mandate.lower() if req.mandate else None,  # digests are stored lowercase
                   completions=int(req.body.get("n") or 1) if req.route == "chat" else 1)

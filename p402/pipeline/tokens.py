@@ -6,6 +6,13 @@ the `bpe-openai` package (see `p402.pipeline.encodings`: offline, never a downlo
 For other models no public tokenizer exists offline, so the bound is the UTF-8
 byte count: a byte-level BPE never makes more tokens than bytes. Images count a
 fixed bound each (`IMAGE_TOKEN_BOUND`).
+
+Some input cannot be counted from the request at all: a file or document the provider
+reads by reference or renders page by page (OpenAI `file` parts, Anthropic `document`
+blocks other than plain text), and server tools whose results the provider adds to the
+prompt (web search, web fetch, code execution, MCP servers). A request carrying any of
+these bounds at `UNSEEN` or more; the gateway then bounds it by the model's context window
+(`Gateway._attempt`), the one limit the provider itself enforces.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import orjson
 from p402.pipeline.encodings import load_encoding
 
 __all__ = ["count_text", "chat_input_bound", "messages_input_bound", "embeddings_input_bound", "IMAGE_TOKEN_BOUND",
-           "warm"]
+           "UNSEEN", "warm"]
 
 # The most tokens one image costs on the providers we route (OpenAI high detail
 # tops out at 85 + 170 * 16 tiles = 2,805 with the largest tiling; Anthropic
@@ -26,6 +33,12 @@ __all__ = ["count_text", "chat_input_bound", "messages_input_bound", "embeddings
 IMAGE_TOKEN_BOUND = 2_805
 _PER_MESSAGE = 4  # OpenAI chat format: role and separators per message
 _PER_REPLY = 3  # every reply is primed with <|start|>assistant<|message|>
+# Added to a bound for input the request only refers to (module docstring): far above any
+# context window, so a bound at or above it means "not countable from the request".
+UNSEEN = 1 << 48
+_UNSEEN_PARTS = frozenset({"file", "input_file"})  # OpenAI: a PDF by id or inline, read page by page
+_COUNTABLE_DOCUMENTS = frozenset({"text", "content"})  # Anthropic document sources given as text
+_SERVER_TOOLS = ("web_search", "web_fetch", "code_execution")  # Anthropic tool types run by the provider
 
 
 @lru_cache(maxsize=4)
@@ -68,12 +81,19 @@ def _content_tokens(content: Any, tokenizer: str) -> int:
             kind = part.get("type")
             if kind in ("image_url", "image", "input_image"):
                 total += IMAGE_TOKEN_BOUND
+            elif kind in _UNSEEN_PARTS or (kind == "document" and not _text_source(part)):
+                total += UNSEEN
             elif isinstance(part.get("text"), str):
                 total += count_text(part["text"], tokenizer)
             else:
                 total += count_text(orjson.dumps(part).decode(), tokenizer)
         return total
     return count_text(orjson.dumps(content).decode(), tokenizer)
+
+
+def _text_source(block: dict[str, Any]) -> bool:
+    source = block.get("source")
+    return isinstance(source, dict) and source.get("type") in _COUNTABLE_DOCUMENTS
 
 
 def chat_input_bound(body: dict[str, Any], tokenizer: str) -> int:
@@ -90,6 +110,8 @@ def chat_input_bound(body: dict[str, Any], tokenizer: str) -> int:
     for extra in ("tools", "functions", "response_format"):
         if body.get(extra):
             total += count_text(orjson.dumps(body[extra]).decode(), tokenizer)
+    if body.get("web_search_options") is not None:  # search results join the prompt
+        total += UNSEEN
     return total
 
 
@@ -99,8 +121,14 @@ def messages_input_bound(body: dict[str, Any], tokenizer: str) -> int:
     for m in body.get("messages") or ():
         if isinstance(m, dict):
             total += _PER_MESSAGE + _content_tokens(m.get("content"), tokenizer)
-    if body.get("tools"):
-        total += count_text(orjson.dumps(body["tools"]).decode(), tokenizer)
+    tools = body.get("tools")
+    if tools:
+        total += count_text(orjson.dumps(tools).decode(), tokenizer)
+        if isinstance(tools, list) and any(isinstance(t, dict) and str(t.get("type", "")).startswith(_SERVER_TOOLS)
+                                           for t in tools):
+            total += UNSEEN
+    if body.get("mcp_servers"):
+        total += UNSEEN
     return total
 
 

@@ -30,7 +30,8 @@ from typing import Any
 from p402.core.money import NANOS_PER_USD
 from p402.core.policy import Price
 
-__all__ = ["catalog_price", "catalog_tiers", "catalog_models", "tier_price", "PriceTier", "CATALOG_PROVIDER"]
+__all__ = ["catalog_price", "catalog_tiers", "catalog_context_window", "catalog_models", "tier_price", "PriceTier",
+           "CATALOG_PROVIDER"]
 
 # Our provider names -> the price package's provider ids.
 CATALOG_PROVIDER = {"simulated": "openai", "openai": "openai", "anthropic": "anthropic", "gemini": "google",
@@ -75,7 +76,7 @@ def _normalize(provider: str, upstream: str) -> str:
     return upstream
 
 
-def _model_prices(provider: str, upstream: str) -> Any | None:
+def _catalog_model(provider: str, upstream: str) -> Any | None:
     from genai_prices import data_snapshot  # imported lazily: loading the catalog takes ~100 ms
 
     snapshot = data_snapshot.get_snapshot()
@@ -84,7 +85,19 @@ def _model_prices(provider: str, upstream: str) -> Any | None:
                                                 CATALOG_PROVIDER.get(provider, provider), None)
     except Exception:  # the package raises LookupError or its own types for unknown models
         return None
-    return model.get_prices(datetime.now(timezone.utc))
+    return model
+
+
+def _model_prices(provider: str, upstream: str) -> Any | None:
+    model = _catalog_model(provider, upstream)
+    return None if model is None else model.get_prices(datetime.now(timezone.utc))
+
+
+def catalog_context_window(provider: str, upstream: str) -> int | None:
+    """The most input tokens the catalog says `upstream` at `provider` accepts, or None."""
+    model = _catalog_model(provider, upstream)
+    window = getattr(model, "context_window", None) if model is not None else None
+    return window if isinstance(window, int) and window > 0 else None
 
 
 def _tiers_of(prices: Any) -> tuple[PriceTier, ...] | None:

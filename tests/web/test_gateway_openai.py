@@ -425,3 +425,47 @@ def test_a_body_that_never_arrives_is_a_408_not_a_connection_held_forever(tmp_pa
                       b"Authorization: Bearer " + ADMIN_TOKEN.encode() + b"\r\nContent-Length: 100\r\n\r\n{")
             answer = s.recv(4096)
         assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer
+
+
+FILE_PART = {"type": "file", "file": {"file_id": "file-abc123"}}  # a PDF the provider reads by id
+
+
+def test_input_the_request_only_refers_to_is_bounded_by_the_context_window(tmp_path: Path) -> None:
+    budgets = [{"id": "eng-month", "scope": "department:eng", "cap_usd": "0.01", "period": "month"}]
+    raw = org(tmp_path, budgets)
+    for m in raw["models"]:
+        if m["name"] == "claude-sonnet-4-6":
+            m["context_window"] = 1000  # from the config; gpt-4o-mini's (128,000) comes from the price catalog
+        if m["name"] == "local-llm":  # priced in the config, in no catalog: no window known
+            m["price"] = {"input_per_mtok": "0.10", "output_per_mtok": "0.10"}
+    with gateway(config_of(raw)) as gw:
+        with_file = [{"role": "user", "content": [{"type": "text", "text": "Summarise this."}, FILE_PART]}]
+        # Counted, the prompt is a few tokens; the file could be up to the whole context window.
+        raw_reply = gw.openai("carol").chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=with_file, max_tokens=10)
+        assert Decimal(raw_reply.headers["X-P402-Estimate-Usd"]) == (
+            Decimal(128_000) * Decimal("0.15") + 10 * Decimal("0.60")) / 1_000_000
+        decision = [r for r in ledger(gw.db_path) if r["kind"] == "decision"][-1]
+        assert decision["input_tokens"] == 128_000
+        # So a budget that the counted text fits, and the file might not, denies it before the call.
+        assert gw.openai("alice").chat.completions.create(model="gpt-4o-mini", messages=PROMPT, max_tokens=10).choices
+        with pytest.raises(openai.APIStatusError) as denied:
+            gw.openai("alice").chat.completions.create(model="gpt-4o-mini", messages=with_file, max_tokens=10)
+        assert denied.value.status_code == 402 and denied.value.code == "BUDGET_EXCEEDED"
+        # Anthropic documents and server tools too, bounded by a window set in the config.
+        document = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0x"}}
+        for extra in ({"messages": [{"role": "user", "content": [document]}]},
+                      {"tools": [{"type": "web_search_20250305", "name": "web_search"}]}):
+            reply = gw.anthropic("carol").messages.with_raw_response.create(
+                **{"model": "claude-sonnet-4-6", "max_tokens": 10, "messages": PROMPT, **extra})
+            assert Decimal(reply.headers["X-P402-Estimate-Usd"]) == (1000 * Decimal(3) + 10 * Decimal(15)) / 1_000_000
+        # A document given as text is counted like any text.
+        text_doc = {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "short"}}
+        reply = gw.anthropic("carol").messages.with_raw_response.create(
+            model="claude-sonnet-4-6", max_tokens=10, messages=[{"role": "user", "content": [text_doc]}])
+        assert Decimal(reply.headers["X-P402-Estimate-Usd"]) < (1000 * Decimal(3)) / 1_000_000
+        # A model with no known window cannot bound it: a 400 that says what to do, and nothing is reserved.
+        with pytest.raises(openai.BadRequestError) as err:
+            gw.openai("carol").chat.completions.create(model="local-llm", messages=with_file, max_tokens=10)
+        assert err.value.body["param"] == "messages" and "context_window" in err.value.body["message"]
+        assert sum(r[4] for r in counter_rows(gw.db_path)) == 0
