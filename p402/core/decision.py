@@ -146,11 +146,13 @@ class Decision:
 
     @property
     def remaining_nanos(self) -> int | None:
-        """The binding budget's headroom after this request's reservation."""
+        """The binding budget's headroom after this request's reservation. A per-request cap has
+        no counter, but this request uses it the same: what is left of it after the estimate, so
+        the binding budget is still the smallest headroom after the reservation."""
         if self.binding is None:
             return None
         after = self.binding.headroom_nanos
-        if self.allowed and self.binding.charge.key is not None:
+        if self.allowed:
             after -= self.estimate_nanos
         return after
 

@@ -39,7 +39,7 @@ def binding_view(b: Balance | None, estimate_nanos: int = 0, allowed: bool = Fal
     if b is None:
         return None
     budget, window = b.charge.budget, b.charge.window
-    remaining = b.headroom_nanos - (estimate_nanos if allowed and b.charge.key is not None else 0)
+    remaining = b.headroom_nanos - (estimate_nanos if allowed else 0)
     return {"id": budget.id, "scope": b.scope_label, "cap_usd": format_usd(b.charge.cap_nanos),
             "settled_usd": format_usd(b.settled_nanos, 4), "reserved_usd": format_usd(b.reserved_nanos, 4),
             "remaining_usd": format_usd(max(remaining, 0), 4), "period": budget.period,

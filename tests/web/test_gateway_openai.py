@@ -469,3 +469,19 @@ def test_input_the_request_only_refers_to_is_bounded_by_the_context_window(tmp_p
             gw.openai("carol").chat.completions.create(model="local-llm", messages=with_file, max_tokens=10)
         assert err.value.body["param"] == "messages" and "context_window" in err.value.body["message"]
         assert sum(r[4] for r in counter_rows(gw.db_path)) == 0
+
+
+def test_budget_remaining_is_the_smallest_headroom_after_the_reservation_a_per_request_cap_included(
+        tmp_path: Path) -> None:
+    budgets = [{"id": "sales-month", "scope": "department:sales", "cap_usd": "0.001", "period": "month"},
+               {"id": "per-call", "scope": "department:sales", "cap_usd": "0.0009", "period": "request"}]
+    with gateway(config_of(org(tmp_path, budgets))) as gw:
+        reply = gw.openai("carol").chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=PROMPT,
+                                                                            max_tokens=200)
+        estimate = Decimal(reply.headers["X-P402-Estimate-Usd"])
+        remaining = Decimal(reply.headers["X-P402-Budget-Remaining-Usd"])
+        # per-call binds (0.0009 < 0.001), and after this request what is left of it is 0.0009 - estimate,
+        # less than the month's 0.001 - estimate: the header is the smallest headroom after the reservation.
+        assert remaining == Decimal("0.0009") - estimate
+        decision = [r for r in ledger(gw.db_path) if r["kind"] == "decision"][-1]
+        assert decision["binding"]["id"] == "per-call" and Decimal(decision["binding"]["remaining_usd"]) == remaining
