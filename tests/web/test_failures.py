@@ -98,6 +98,7 @@ def test_an_orphaned_charge_is_attributed_in_the_ledger_under_the_policy_current
     with contextlib.ExitStack() as stack:
         if store_kind == "postgres":
             raw["store"] = stack.enter_context(pg_database("p402_expire"))
+            raw.setdefault("ledger", {})["signing_key"] = str(tmp_path / "ledger-key.pem")  # not the working directory
         gw = stack.enter_context(gateway(config_of(raw)))
         client = gw.openai("alice")
         pool = stack.enter_context(ThreadPoolExecutor(1))
@@ -174,6 +175,7 @@ def test_a_key_that_cannot_be_looked_up_fails_closed_too(tmp_path: Path, monkeyp
             asyncio.run_coroutine_threadsafe(relay.start(), loop).result(10)
             raw = org(tmp_path)
             raw["store"] = url.replace("127.0.0.1:5432", f"127.0.0.1:{relay.port}")
+            raw.setdefault("ledger", {})["signing_key"] = str(tmp_path / "ledger-key.pem")  # not the working directory
             with gateway(config_of(raw)) as gw:
                 asyncio.run_coroutine_threadsafe(relay.stop(), loop).result(10)  # the database is gone
                 with pytest.raises(openai.APIStatusError) as err:

@@ -136,6 +136,7 @@ def test_exports_are_served_over_http_for_a_postgresql_store_too(tmp_path: Path)
     with pg_database("p402_export") as url:
         raw = org(tmp_path)
         raw["store"] = url
+        raw.setdefault("ledger", {})["signing_key"] = str(tmp_path / "ledger-key.pem")  # not the working directory
         with gateway(config_of(raw)) as gw:
             reply = gw.openai("carol").chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=PROMPT)
             event_id = reply.headers["X-P402-Event-Id"]
