@@ -333,6 +333,15 @@ def _budget_denial(ask: Ask, binding: Balance, estimate: int, input_nanos: int, 
     if resets is not None:
         reason += f"; resets {_iso(resets)}"
     owner = budget.owner or None
+    if budget.requires_mandate and budget.period == "total" and binding.headroom_nanos <= 0:
+        # All a one-off mandate authorised is spent: the mandate is exhausted (SPEC §3), and only
+        # its owner can authorise more.
+        return Decision(allowed=False, deny_code="MANDATE_INACTIVE", estimate_nanos=estimate, binding=binding,
+                        reason=f"budget {budget.id} on {budget.scope} requires a mandate and it is exhausted: "
+                               f"${format_usd(binding.charge.cap_nanos)} authorised, all of it spent or reserved",
+                        recovery=Recovery("renew_mandate", f"the owner of budget {budget.id} must sign a new "
+                                                           f"mandate (or an override) to spend more", owner=owner),
+                        scope=str(budget.scope))
     fit = (min(affordable_tokens(binding.headroom_nanos, input_nanos, price.output) // ask.completions,
                ask.model.max_output_tokens) if ask.wants_output else -1)
     if not gateway_set and fit >= 1:

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from p402.core.decision import Ask, Decision, Plan, affordable_tokens, decide, prepare
-from p402.core.policy import Budget, MandateState, ModelSpec, Override, Policy, Price, Rule
+from p402.core.policy import Budget, CounterKey, MandateState, ModelSpec, Override, Policy, Price, Rule
 from p402.core.scopes import Attribution, Scope
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
@@ -57,6 +57,31 @@ def test_precedence_follows_the_contract() -> None:
     p = policy(budget("m", "department:eng", 1))
     assert run(ask(UNPRICED), p).deny_code == "PRICE_UNKNOWN"
     assert run(ask(PREMIUM), p).deny_code == "BUDGET_EXCEEDED"
+
+
+def test_a_one_off_mandate_spent_to_the_last_nano_is_exhausted_not_just_exceeded() -> None:
+    valid = MandateState("0x1", "m", NOW - timedelta(days=1), NOW + timedelta(days=1))
+    one_off = budget("m", "department:eng", 10**6, period="total", requires_mandate=True, owner="0x" + "ab" * 20)
+    key = CounterKey("m", "", 0)
+    for settled, reserved in [(10**6, 0), (4 * 10**5, 6 * 10**5), (10**6 + 5, 0)]:  # spent, reserved, overrun
+        d = run(ask(), policy(one_off, mandates={"m": valid}), {key: (settled, reserved)})
+        assert d.deny_code == "MANDATE_INACTIVE" and "exhausted" in d.reason, (settled, reserved)
+        assert d.recovery is not None and d.recovery.action == "renew_mandate" and d.recovery.owner == "0x" + "ab" * 20
+    # Headroom left that this request does not fit: exceeded, with the max_tokens that would fit.
+    d = run(ask(), policy(one_off, mandates={"m": valid}), {key: (10**6 - 20_000, 0)})
+    assert d.deny_code == "BUDGET_EXCEEDED" and d.recovery is not None and d.recovery.action == "reduce_max_tokens"
+    # A monthly mandate spent out this month is not exhausted: it resets.
+    monthly = budget("m", "department:eng", 10**6, requires_mandate=True)
+    d = run(ask(), policy(monthly, mandates={"m": valid}), {CounterKey("m", "", monthly_window()): (10**6, 0)})
+    assert d.deny_code == "BUDGET_EXCEEDED" and d.recovery is not None and d.recovery.action == "wait_for_reset"
+    # A budget that needs no mandate is never "exhausted".
+    d = run(ask(), policy(budget("t", "department:eng", 10**6, period="total")), {CounterKey("t", "", 0): (10**6, 0)})
+    assert d.deny_code == "BUDGET_EXCEEDED"
+
+
+def monthly_window() -> int:
+    from p402.core.periods import window_for
+    return window_for("month", NOW).key
 
 
 def test_mandate_problems_are_named() -> None:
