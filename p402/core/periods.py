@@ -75,10 +75,7 @@ def _window_for(period: str, now: datetime, tz: tzinfo) -> Window:
         raise ValueError("a request-period budget has no window")
     local = now.astimezone(tz)
     if period == "hour":
-        # Hours are fixed-length in UTC; aligning in UTC keeps DST changes from
-        # producing 30-minute or 2-hour "hours" in half-hour-offset zones.
-        start = now.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
-        return Window(start, start + timedelta(hours=1))
+        return _local_hour(now, local, tz)
     day = datetime(local.year, local.month, local.day)
     if period == "day":
         start, end = day, day + timedelta(days=1)
@@ -97,6 +94,36 @@ def _window_for(period: str, now: datetime, tz: tzinfo) -> Window:
     else:
         raise ValueError(f"unknown period {period!r}")
     return Window(_localize(start, tz), _localize(end, tz))
+
+
+def _on_the_hour(moment: datetime, tz: tzinfo) -> bool:
+    local = moment.astimezone(tz)
+    return local.minute == 0 and local.second == 0 and local.microsecond == 0
+
+
+def _local_hour(now: datetime, local: datetime, tz: tzinfo) -> Window:
+    """The hour containing `now`, between two instants whose local time is on the hour (so
+    Asia/Kolkata's hours start at :30 UTC). Zones whose DST shift is a whole hour keep 60-minute
+    hours (an hour repeated by a fall-back is two windows); a 30-minute shift (Australia/Lord_Howe)
+    makes the hour around it 90 minutes, the only way windows on the hour can tile time there."""
+    start = now - timedelta(minutes=local.minute, seconds=local.second, microseconds=local.microsecond)
+    for _ in range(4):  # a 30-minute shift within the last hour moved the wall clock: step back to :00
+        if _on_the_hour(start, tz):
+            break
+        start -= timedelta(minutes=30)
+    else:
+        return _utc_hour(now)  # a zone whose hours never land on :00 (none known): UTC hours
+    end = start + timedelta(hours=1)
+    if not _on_the_hour(end, tz):
+        end += timedelta(minutes=30)
+        if not _on_the_hour(end, tz):
+            return _utc_hour(now)
+    return Window(start.astimezone(timezone.utc), end.astimezone(timezone.utc))
+
+
+def _utc_hour(now: datetime) -> Window:
+    start = now.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    return Window(start, start + timedelta(hours=1))
 
 
 def boundary_iso(moment: datetime) -> str:

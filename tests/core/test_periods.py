@@ -30,6 +30,22 @@ def test_examples() -> None:
     assert window_for("hour", now).seconds_left(now) == 1800
 
 
+def test_hours_start_on_the_local_hour_in_every_zone() -> None:
+    kolkata = window_for("hour", datetime(2026, 12, 1, 10, 45, tzinfo=UTC), ZoneInfo("Asia/Kolkata"))
+    assert (kolkata.start, kolkata.end) == (datetime(2026, 12, 1, 10, 30, tzinfo=UTC), datetime(2026, 12, 1, 11, 30, tzinfo=UTC))
+    for tz in ZONES:
+        now, lengths = datetime(2026, 1, 1, tzinfo=UTC), set()
+        while now < datetime(2027, 1, 1, tzinfo=UTC):  # every hour of a year, DST changes included
+            w = window_for("hour", now, tz)
+            assert w.start <= now < w.end and w.end is not None
+            assert w.start.astimezone(tz).minute == 0 and w.end.astimezone(tz).minute == 0, (tz, now)
+            lengths.add(w.end - w.start)
+            now = w.end
+        # Whole-hour DST shifts keep 60-minute hours; Lord Howe's 30-minute shift makes two 90-minute ones.
+        expected = {timedelta(hours=1), timedelta(minutes=90)} if str(tz) == "Australia/Lord_Howe" else {timedelta(hours=1)}
+        assert lengths == expected, tz
+
+
 def test_request_period_has_no_window() -> None:
     with pytest.raises(ValueError):
         window_for("request", datetime.now(UTC))
