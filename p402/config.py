@@ -109,13 +109,13 @@ def _expand(value: Any, ctx: _Ctx, path: str) -> Any:
     return value
 
 
-def load_config(path: str | Path) -> Config:
-    """Read, expand and validate a config file."""
+def load_config(path: str | Path, flag: str = "--config") -> Config:
+    """Read, expand and validate a config file (`flag`: the option that named it, for the error)."""
     p = Path(path)
     try:
         text = p.read_text()
     except FileNotFoundError:
-        raise ConfigError(f"{p}: no such config file (pass --config FILE, or create p402.yaml)") from None
+        raise ConfigError(f"{p}: no such config file (pass {flag} FILE, or create p402.yaml)") from None
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
     except UnicodeDecodeError:

@@ -77,7 +77,7 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 async def cmd_apply(args: argparse.Namespace) -> int:
-    config = load_config(args.file)
+    config = load_config(args.file, flag="-f")
     store = await open_store(config.store)
     try:
         report = await apply_config(store, config, actor=f"apply:{args.file}", prune=args.prune)

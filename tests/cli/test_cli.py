@@ -331,6 +331,7 @@ def _mistakes(tmp: Path) -> list[tuple[list[str], int, str]]:
         (["keys", "create", "--employee", "a", "--department", "b"], 2, "not allowed with argument"),
         (["budgets", "list", "--config", str(missing)], 2,
          f"p402: {missing}: no such config file (pass --config FILE, or create p402.yaml)"),
+        (["apply", "-f", str(missing)], 2, f"p402: {missing}: no such config file (pass -f FILE, or create p402.yaml)"),
         (["apply", "-f", str(bad_yaml)], 2, f"p402: {bad_yaml}: line 3: not valid YAML: "),
         (["apply", "-f", str(bad_config)], 2, f'p402: {bad_config}: budgets[1].cap_usd: write money as a quoted '
                                               f'decimal string such as "5.00", not the number 0.1'),
