@@ -25,7 +25,7 @@ import orjson
 from p402.pipeline.encodings import load_encoding
 
 __all__ = ["count_text", "chat_input_bound", "messages_input_bound", "embeddings_input_bound", "IMAGE_TOKEN_BOUND",
-           "UNSEEN", "warm"]
+           "TOOLS_PROMPT_BOUND", "UNSEEN", "warm"]
 
 # The most tokens one image costs on the providers we route (OpenAI high detail
 # tops out at 85 + 170 * 16 tiles = 2,805 with the largest tiling; Anthropic
@@ -33,6 +33,10 @@ __all__ = ["count_text", "chat_input_bound", "messages_input_bound", "embeddings
 IMAGE_TOKEN_BOUND = 2_805
 _PER_MESSAGE = 4  # OpenAI chat format: role and separators per message
 _PER_REPLY = 3  # every reply is primed with <|start|>assistant<|message|>
+# A request with tools also pays for the instructions a provider adds to the prompt to use them,
+# which the request does not carry (Anthropic documents 313-346 tokens on current models; OpenAI's
+# function formatting is a few per tool): bounded from above.
+TOOLS_PROMPT_BOUND = 600
 # Added to a bound for input the request only refers to (module docstring): far above any
 # context window, so a bound at or above it means "not countable from the request".
 UNSEEN = 1 << 48
@@ -110,6 +114,8 @@ def chat_input_bound(body: dict[str, Any], tokenizer: str) -> int:
     for extra in ("tools", "functions", "response_format"):
         if body.get(extra):
             total += count_text(orjson.dumps(body[extra]).decode(), tokenizer)
+    if body.get("tools") or body.get("functions"):
+        total += TOOLS_PROMPT_BOUND
     if body.get("web_search_options") is not None:  # search results join the prompt
         total += UNSEEN
     return total
@@ -123,7 +129,7 @@ def messages_input_bound(body: dict[str, Any], tokenizer: str) -> int:
             total += _PER_MESSAGE + _content_tokens(m.get("content"), tokenizer)
     tools = body.get("tools")
     if tools:
-        total += count_text(orjson.dumps(tools).decode(), tokenizer)
+        total += count_text(orjson.dumps(tools).decode(), tokenizer) + TOOLS_PROMPT_BOUND
         if isinstance(tools, list) and any(isinstance(t, dict) and str(t.get("type", "")).startswith(_SERVER_TOOLS)
                                            for t in tools):
             total += UNSEEN
