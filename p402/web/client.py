@@ -215,7 +215,8 @@ class ClientRoutes:
             price = {"input_per_mtok": format_usd(m.price.input), "output_per_mtok": format_usd(m.price.output)}
             data.append({"id": m.name, "object": "model", "created": 0, "owned_by": m.provider,
                          "p402": {"provider": m.provider, "upstream": m.upstream, "categories": sorted(m.categories),
-                                  "price": price, "max_output_tokens": m.max_output_tokens}})
+                                  "price": price, "max_output_tokens": m.max_output_tokens,
+                                  "context_window": m.context_window}})
         await _respond(send, 200, orjson.dumps({"object": "list", "data": data}), [])
 
 

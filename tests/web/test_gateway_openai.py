@@ -265,6 +265,9 @@ def test_models_lists_what_the_key_may_use(tmp_path: Path) -> None:
         assert "gpt-4o" in alice and "gpt-4o" not in carol and "gpt-4o-mini" in carol
         # An unpriced model is configured but always denied (PRICE_UNKNOWN): not a model the key may use.
         assert "local-llm" in gw.runtime.policies.current.models and "local-llm" not in alice | carol
+        mini = next(m for m in gw.openai("carol").models.list() if m.id == "gpt-4o-mini")
+        p402 = mini.model_extra["p402"] if mini.model_extra else {}
+        assert p402["max_output_tokens"] == 4096 and p402["context_window"] == 128_000  # from the price catalog
 
 
 def test_unknown_missing_and_revoked_keys_get_401_and_no_provider_call(tmp_path: Path) -> None:
