@@ -38,35 +38,59 @@ def _optional(body: dict[str, Any], name: str, ok: Any, what: str, prefix: str =
         raise ShapeError(prefix + name, f"must be {what}")
 
 
-def _common(body: dict[str, Any], numbers: tuple[str, ...]) -> None:
-    for name in numbers:
-        _optional(body, name, _number, "a number")
-    _optional(body, "tools", _objects, "a list of tool objects")
-    _optional(body, "metadata", lambda v: isinstance(v, dict), "an object")
+def _is_dict(v: Any) -> bool:
+    return isinstance(v, dict)
+
+
+def _is_str(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+_NUMBER = (_number, "a number")
+_TOOLS = (_objects, "a list of tool objects")
+_OBJECT = (_is_dict, "an object")
+# Top-level fields by format: (check, what it must be). Only the fields a body has are looked at.
+_CHAT_FIELDS = {
+    "temperature": _NUMBER, "top_p": _NUMBER, "frequency_penalty": _NUMBER, "presence_penalty": _NUMBER,
+    "tools": _TOOLS, "metadata": _OBJECT, "response_format": _OBJECT,
+    "stop": (lambda v: isinstance(v, str) or _strings(v), "a string or a list of strings"),
+    "tool_choice": (lambda v: isinstance(v, (str, dict)), "a string or an object"),
+}
+_MESSAGES_FIELDS = {
+    "temperature": _NUMBER, "top_p": _NUMBER, "top_k": _NUMBER, "tools": _TOOLS, "metadata": _OBJECT,
+    "stop_sequences": (_strings, "a list of strings"), "tool_choice": _OBJECT,
+}
+
+
+def _fields(body: dict[str, Any], checks: dict[str, tuple[Any, str]]) -> None:
+    for name in checks.keys() & body.keys():
+        ok, what = checks[name]
+        _optional(body, name, ok, what)
 
 
 def check_chat(body: dict[str, Any]) -> None:
     """OpenAI Chat Completions."""
-    _common(body, ("temperature", "top_p", "frequency_penalty", "presence_penalty"))
-    _optional(body, "stop", lambda v: isinstance(v, str) or _strings(v), "a string or a list of strings")
-    _optional(body, "tool_choice", lambda v: isinstance(v, (str, dict)), "a string or an object")
-    _optional(body, "response_format", lambda v: isinstance(v, dict), "an object")
+    _fields(body, _CHAT_FIELDS)
     for i, m in enumerate(body["messages"]):
-        at = f"messages[{i}]."
         content = m.get("content")
         if isinstance(content, list):
             for j, part in enumerate(content):
-                _chat_part(part, f"{at}content[{j}]")
+                _chat_part(part, f"messages[{i}].content[{j}]")
         elif content is not None and not isinstance(content, str):
-            raise ShapeError(at + "content", "must be a string, a list of content parts or null")
-        calls = m.get("tool_calls")
-        if calls is not None:
-            if not _objects(calls):
-                raise ShapeError(at + "tool_calls", "must be a list of tool call objects")
-            for j, call in enumerate(calls):
-                _optional(call, "function", lambda v: isinstance(v, dict), "an object", f"{at}tool_calls[{j}].")
-        _optional(m, "name", lambda v: isinstance(v, str), "a string", at)
-        _optional(m, "tool_call_id", lambda v: isinstance(v, str), "a string", at)
+            raise ShapeError(f"messages[{i}].content", "must be a string, a list of content parts or null")
+        if len(m) > (2 if "content" in m else 1):  # more than role and content: the rarer fields
+            _chat_message_extras(m, f"messages[{i}].")
+
+
+def _chat_message_extras(m: dict[str, Any], at: str) -> None:
+    calls = m.get("tool_calls")
+    if calls is not None:
+        if not _objects(calls):
+            raise ShapeError(at + "tool_calls", "must be a list of tool call objects")
+        for j, call in enumerate(calls):
+            _optional(call, "function", _is_dict, "an object", f"{at}tool_calls[{j}].")
+    _optional(m, "name", _is_str, "a string", at)
+    _optional(m, "tool_call_id", _is_str, "a string", at)
 
 
 def _chat_part(part: Any, at: str) -> None:
@@ -83,9 +107,7 @@ def _chat_part(part: Any, at: str) -> None:
 
 def check_messages(body: dict[str, Any]) -> None:
     """Anthropic Messages."""
-    _common(body, ("temperature", "top_p", "top_k"))
-    _optional(body, "stop_sequences", _strings, "a list of strings")
-    _optional(body, "tool_choice", lambda v: isinstance(v, dict), "an object")
+    _fields(body, _MESSAGES_FIELDS)
     system = body.get("system")
     if isinstance(system, list):
         for j, block in enumerate(system):

@@ -180,6 +180,7 @@ BAD_CHAT: list[tuple[dict[str, Any], str]] = [  # (extra fields of a chat reques
     ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
     ({"messages": [{"role": "system", "content": [{"type": "text", "text": 5}]}, *PROMPT]}, "messages[0].content[0].text"),
     ({"messages": [*PROMPT, {"role": "assistant", "content": None, "tool_calls": [1]}]}, "messages[1].tool_calls"),
+    ({"messages": [*PROMPT, {"role": "assistant", "tool_calls": [{"function": 5}]}]}, "messages[1].tool_calls[0].function"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": 5}]}]}, "messages[0].content[0].image_url"),
     ({"tools": 5}, "tools"),
     ({"metadata": "x"}, "metadata"),
