@@ -126,3 +126,23 @@ def test_prepare_with_its_memo_answers_what_a_fresh_policy_answers_at_every_mome
         outcomes.add(got.deny_code or "" if isinstance(got, Decision) else "plan")
     assert "plan" in outcomes and len(outcomes) >= 3, outcomes  # the memo was asked more than one thing
     assert 0 < len(policy.memo) <= len(people) * len(policy.models)
+
+
+def test_ids_never_repeat_across_a_fork_or_after_someone_seeds_random() -> None:
+    import os
+    now = datetime.now(timezone.utc)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a forked worker, drawing in the same millisecond as its parent
+        os.write(write, "".join(new_id("evt", now) for _ in range(100)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as f:
+        theirs = f.read()
+    mine = [new_id("evt", now) for _ in range(100)]
+    assert not {theirs[i:i + 30] for i in range(0, len(theirs), 30)} & set(mine)
+    random.seed(42)  # a library seeding the global generator does not make ids repeat
+    first = new_id("evt", now)
+    random.seed(42)
+    assert new_id("evt", now) != first
