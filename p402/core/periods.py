@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone, tzinfo
 
-__all__ = ["PERIODS", "Window", "window_for", "TOTAL_START", "boundary_iso"]
+__all__ = ["ledger_ts", "PERIODS", "Window", "window_for", "TOTAL_START", "boundary_iso"]
 
 PERIODS = ("hour", "day", "week", "month", "quarter", "year", "total", "request")
 TOTAL_START = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -124,6 +124,14 @@ def _local_hour(now: datetime, local: datetime, tz: tzinfo) -> Window:
 def _utc_hour(now: datetime) -> Window:
     start = now.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
     return Window(start, start + timedelta(hours=1))
+
+
+def ledger_ts(moment: datetime) -> str:
+    """A ledger timestamp: ISO 8601 UTC to the millisecond with a `Z` (`2026-12-01T17:23:07.123Z`;
+    truncated, not rounded). Every row has one: a UTC moment (the gateway's clock) skips the
+    conversion and the search for "+00:00"."""
+    u = moment if moment.tzinfo is timezone.utc else moment.astimezone(timezone.utc)
+    return u.isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def boundary_iso(moment: datetime) -> str:

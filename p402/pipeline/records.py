@@ -7,13 +7,13 @@ shows the whole story of a request.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from p402.core.decision import Ask, Balance, Decision
 from p402.core.ids import new_id
 from p402.core.money import format_usd
-from p402.core.periods import boundary_iso
+from p402.core.periods import boundary_iso, ledger_ts
 from p402.core.scopes import Attribution
 from p402.pipeline.ports import HoldInfo
 
@@ -22,7 +22,7 @@ __all__ = ["iso", "decision_entry", "settlement_entry", "expiry_entry", "policy_
 
 def iso(now: datetime) -> str:
     """ISO 8601 UTC with milliseconds and a Z, as every ledger timestamp."""
-    return now.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return ledger_ts(now)
 
 
 _WHO_KEYS = ("key", "department", "employee", "workflow", "customer", "project", "feature")

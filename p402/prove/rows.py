@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from p402.core.ledger import ChainRow, chain_hash
+from p402.core.periods import ledger_ts
 
 __all__ = ["check_link", "check_row", "iso", "parse_ts"]
 
@@ -54,7 +55,7 @@ def check_row(row: ChainRow, prev_hash: str, expected_seq: int) -> tuple[dict[st
 
 def iso(moment: datetime) -> str:
     """A ledger timestamp: UTC, millisecond precision, `Z` suffix (as the stores write them)."""
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return ledger_ts(moment)
 
 
 def parse_ts(text: str) -> datetime:

@@ -29,7 +29,7 @@ Round trips (statements are pipelined; see `pgpool`):
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import datetime
 from functools import partial
 from importlib import resources
 from typing import Any, Callable, Iterator, Mapping
@@ -42,6 +42,7 @@ from psycopg.conninfo import conninfo_to_dict
 from p402.core.decision import Decision, Plan
 from p402.core.ids import new_id
 from p402.core.ledger import GENESIS_HASH, ChainRow
+from p402.core.periods import ledger_ts
 from p402.core.policy import CounterKey
 from p402.errors import Conflict, NotFound, StoreUnavailable
 from p402.pipeline.ports import EntryBuilder, HoldInfo, KeyRecord, LedgerEvent, LedgerFilter
@@ -200,7 +201,7 @@ class PostgresStore:
             for hold_id, event_id, amount, keys, expires_at, context in rows:
                 info = HoldInfo(hold_id, event_id, amount, tuple(CounterKey(*k) for k in keys), expires_at, context)
                 entry = make_entry(info) if make_entry else {"kind": "expire", "event_id": new_id("evt", now),
-                                                             "ts": _iso(now), "ref": event_id}
+                                                             "ts": ledger_ts(now), "ref": event_id}
                 # Another replica may expire the same hold; only one settles it.
                 if await retrying(partial(self._settle_once, hold_id, None, entry)):
                     count += 1
@@ -403,6 +404,3 @@ def _key(row: tuple[Any, ...]) -> KeyRecord:
     return KeyRecord(id=row[0], tenant=row[1], owner_kind=row[2], owner_id=row[3], department=row[4],
                      employee=row[5], workflow=row[6], revoked=row[7] is not None, created_at=row[8], prefix=row[9])
 
-
-def _iso(now: datetime) -> str:
-    return now.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

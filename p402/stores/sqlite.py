@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from datetime import datetime, timezone
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence, cast
@@ -42,6 +42,7 @@ import orjson
 from p402.core.decision import Decision, Plan
 from p402.core.ids import new_id
 from p402.core.ledger import GENESIS_HASH, ChainRow, chain_hash
+from p402.core.periods import ledger_ts
 from p402.core.policy import CounterKey
 from p402.stores.fold import Fold, Hold, Key, parse_effects
 from p402.errors import Conflict, NotFound, StoreError, StoreUnavailable
@@ -266,7 +267,7 @@ class SqliteStore:
             info = HoldInfo(hold_id, hold.event_id, hold.amount, tuple(CounterKey(*k) for k in hold.keys),
                             hold.expires_at, hold.context)
             entry = make_entry(info) if make_entry else {"kind": "expire", "event_id": new_id("evt", now),
-                                                         "ts": _iso(now), "ref": hold.event_id}
+                                                         "ts": ledger_ts(now), "ref": hold.event_id}
             with self._txn():
                 if self._settle_in_txn(hold_id, hold.amount, entry):
                     count += 1
@@ -549,7 +550,4 @@ def _key(row: tuple[Any, ...]) -> KeyRecord:
     return KeyRecord(id=row[0], tenant=row[1], owner_kind=row[2], owner_id=row[3], department=row[4],
                      employee=row[5], workflow=row[6], revoked=row[7] is not None, created_at=row[8], prefix=row[9])
 
-
-def _iso(now: datetime) -> str:
-    return now.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 

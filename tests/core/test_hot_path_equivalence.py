@@ -146,3 +146,15 @@ def test_ids_never_repeat_across_a_fork_or_after_someone_seeds_random() -> None:
     first = new_id("evt", now)
     random.seed(42)
     assert new_id("evt", now) != first
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_ledger_timestamps_are_isoformat_to_the_millisecond(seed: int) -> None:
+    from p402.core.periods import ledger_ts
+    rng = random.Random(seed)
+    for _ in range(2000):
+        moment = datetime(2000, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=rng.randrange(10**17 // 3))
+        for zone in (timezone.utc, ZoneInfo("Asia/Kolkata"), timezone(timedelta(hours=-7))):
+            local = moment.astimezone(zone)
+            expected = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            assert ledger_ts(local) == expected
