@@ -19,14 +19,15 @@ TOTAL_START = datetime(1970, 1, 1, tzinfo=timezone.utc)
 class Window:
     """A half-open interval [start, end) of one period. `end` is None for `total`."""
 
-    __slots__ = ("start", "end", "key")
+    __slots__ = ("start", "end", "key", "resets_at")
 
     def __init__(self, start: datetime, end: datetime | None) -> None:
         self.start = start
         self.end = end
-        # The window's identity inside a counter key: its start as a Unix second (read on
-        # every request for every budget, so computed once).
+        # The window's identity inside a counter key: its start as a Unix second, and its end as
+        # the ledger and deny bodies show it (each read on every request, so computed once).
         self.key = int(start.timestamp())
+        self.resets_at = boundary_iso(end) if end is not None else None
 
     def seconds_left(self, now: datetime) -> int | None:
         if self.end is None:

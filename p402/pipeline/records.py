@@ -13,7 +13,7 @@ from typing import Any
 from p402.core.decision import Ask, Balance, Decision
 from p402.core.ids import new_id
 from p402.core.money import format_usd
-from p402.core.periods import boundary_iso, ledger_ts
+from p402.core.periods import ledger_ts
 from p402.core.scopes import Attribution
 from p402.pipeline.ports import HoldInfo
 
@@ -43,7 +43,7 @@ def binding_view(b: Balance | None, estimate_nanos: int = 0, allowed: bool = Fal
     return {"id": budget.id, "scope": b.scope_label, "cap_usd": format_usd(b.charge.cap_nanos),
             "settled_usd": format_usd(b.settled_nanos, 4), "reserved_usd": format_usd(b.reserved_nanos, 4),
             "remaining_usd": format_usd(max(remaining, 0), 4), "period": budget.period,
-            "resets_at": boundary_iso(window.end) if window is not None and window.end is not None else None}
+            "resets_at": window.resets_at if window is not None else None}
 
 
 def decision_entry(event_id: str, now: datetime, ask: Ask, route: str, decision: Decision, policy_version: int,
