@@ -113,7 +113,7 @@ def load_config(path: str | Path, flag: str = "--config") -> Config:
     """Read, expand and validate a config file (`flag`: the option that named it, for the error)."""
     p = Path(path)
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")  # YAML is UTF-8 whatever the locale says
     except FileNotFoundError:
         raise ConfigError(f"{p}: no such config file (pass {flag} FILE, or create p402.yaml)") from None
     except OSError as exc:

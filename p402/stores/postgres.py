@@ -102,7 +102,7 @@ class PostgresStore:
         return store
 
     async def _create_schema(self, schema: str | None) -> None:
-        script = resources.files("p402.stores").joinpath("schema_postgres.sql").read_text()
+        script = resources.files("p402.stores").joinpath("schema_postgres.sql").read_text(encoding="utf-8")
         conn = await self.pool.acquire()
         try:
             async with conn.transaction():

@@ -101,7 +101,7 @@ class SqliteStore:
             self.db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(resources.files("p402.stores").joinpath("schema_sqlite.sql").read_text())
+            self.db.executescript(resources.files("p402.stores").joinpath("schema_sqlite.sql").read_text(encoding="utf-8"))
             self.db.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
             _add_effects_column(self.db)
         except sqlite3.Error as exc:
