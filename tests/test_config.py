@@ -205,3 +205,19 @@ def test_the_documented_example_loads(tmp_path: Path, monkeypatch: pytest.Monkey
     config = load_config(file)
     assert set(yaml.safe_load(example)) == set(CONFIG_KEYS)  # the example shows every top-level key
     assert config.budgets and config.rules and config.models
+
+
+def test_a_utf8_config_loads_under_an_ascii_locale(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    raw = org(tmp_path)
+    raw["departments"].append({"id": "rnd", "name": "Recherche & Développement — 研究"})
+    path = tmp_path / "p402.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONIOENCODING": "utf-8"}
+    done = subprocess.run([sys.executable, "-c", "import sys; from p402.config import load_config; "
+                           "print(load_config(sys.argv[1]).departments['rnd']['name'])", str(path)],
+                          env=env, capture_output=True, text=True, encoding="utf-8", cwd=Path(__file__).parent.parent)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "Recherche & Développement — 研究"
