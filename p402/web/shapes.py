@@ -63,9 +63,10 @@ _MESSAGES_FIELDS = {
 
 
 def _fields(body: dict[str, Any], checks: dict[str, tuple[Any, str]]) -> None:
-    for name in checks.keys() & body.keys():
-        ok, what = checks[name]
-        _optional(body, name, ok, what)
+    for name in body:  # in the body's order: the first wrong field is the one named, every time
+        check = checks.get(name)
+        if check is not None:
+            _optional(body, name, check[0], check[1])
 
 
 def check_chat(body: dict[str, Any]) -> None:
