@@ -69,9 +69,12 @@ class LedgerCorrupt(P402Error):
 
 
 class UpstreamError(P402Error):
-    """A provider call failed. `billed_output_tokens` is what the provider produced before failing."""
+    """A provider call failed. `maybe_billed`: the request may have reached the provider and been
+    served (a timeout, a connection lost after sending, an unreadable 200): the call is then settled
+    at its reserved estimate, since what the provider bills for it cannot be known."""
 
-    def __init__(self, message: str, status: int = 502, retryable: bool = False) -> None:
+    def __init__(self, message: str, status: int = 502, retryable: bool = False, maybe_billed: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.retryable = retryable
+        self.maybe_billed = maybe_billed

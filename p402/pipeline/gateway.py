@@ -230,7 +230,7 @@ class Gateway:
             reply = await provider.send(call)
             provider_s = time.perf_counter() - t_provider
         except UpstreamError as exc:
-            await self._settle(a, None, "upstream_error", str(exc))
+            await self._settle(a, None, "upstream_error", str(exc), maybe_billed=exc.maybe_billed)
             return exc
         except BaseException:
             await self._settle(a, None, "gateway_error", "interrupted before the provider answered")
@@ -282,8 +282,14 @@ class Gateway:
         if held is not None:
             yield held
 
-    async def _settle(self, a: _Attempt, reply: Reply | None, status: str, error: str | None = None) -> int:
-        """Settle the attempt's hold at the reply's cost, once; returns the cost (0 if already settled)."""
+    async def _settle(self, a: _Attempt, reply: Reply | None, status: str, error: str | None = None,
+                      maybe_billed: bool = False) -> int:
+        """Settle the attempt's hold at the reply's cost, once; returns the cost (0 if already settled).
+
+        The cost is the provider's usage report when it came. Without one, a call the provider
+        may have served (a reply that was not an error, or a failure after the request was sent:
+        `maybe_billed`) is settled at its reserved estimate and flagged `unmetered`: what was
+        streamed is a floor, not a bound (hidden reasoning and thinking tokens are billed too)."""
         if a.settled:
             return 0
         a.settled = True
@@ -293,8 +299,12 @@ class Gateway:
             price = a.ask.model.price_for(usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens)
             assert price is not None  # only priced models are admitted
             cost = price.cost(usage.input_tokens, usage.output_tokens, usage.cache_read_tokens, usage.cache_write_tokens)
+        unmetered = (not (usage is not None and usage.reported)
+                     and (maybe_billed or (reply is not None and reply.status < 400)))
+        if unmetered:
+            cost = max(cost, a.decision.estimate_nanos)
         entry = settlement_entry(a.event_id, self.clock(), a.ask, a.hold_id, a.decision.estimate_nanos, cost,
-                                 usage or Usage(), status, a.version, error)
+                                 usage or Usage(), status, a.version, error, unmetered=unmetered)
         try:
             await settle_hold(self.store, a.hold_id, cost, entry)
         except StoreUnavailable:

@@ -66,9 +66,11 @@ def decision_entry(event_id: str, now: datetime, ask: Ask, route: str, decision:
 
 
 def settlement_entry(event_id: str, now: datetime, ask: Ask, hold_id: str, estimate_nanos: int, cost_nanos: int,
-                     usage: Any, status: str, policy_version: int, error: str | None = None) -> dict[str, Any]:
-    """A settle (cost > 0) or release (nothing billed) row."""
-    flags = []
+                     usage: Any, status: str, policy_version: int, error: str | None = None,
+                     unmetered: bool = False) -> dict[str, Any]:
+    """A settle (cost > 0) or release (nothing billed) row. `unmetered`: no usage report came, so the
+    cost is the reserved estimate (the tokens are what p402 saw)."""
+    flags = ["unmetered"] if unmetered else []
     if cost_nanos > estimate_nanos:
         flags.append("overrun")
     return {

@@ -134,11 +134,13 @@ class HttpAdapter:
         except BaseException as exc:
             resp.close()
             await _aclose(batches, events)
+            # The provider accepted the call (a 200 and a stream): what it bills is not known.
             if isinstance(exc, asyncio.TimeoutError):
-                raise UpstreamError(f"{self.name}: no stream event within the timeout", 504, retryable=True) from exc
+                raise UpstreamError(f"{self.name}: no stream event within the timeout", 504, retryable=True,
+                                    maybe_billed=True) from exc
             if isinstance(exc, (*TRANSPORT_ERRORS, SSEError, StreamFault)):
                 raise UpstreamError(f"{self.name}: stream failed before its first output: {exc}", 502,
-                                    retryable=True) from exc
+                                    retryable=True, maybe_billed=True) from exc
             raise
         state = {"done": done}
 
@@ -193,9 +195,9 @@ def parse_json_body(raw: bytes, provider: str) -> dict[str, Any]:
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise UpstreamError(f"{provider}: answer is not JSON", 502, retryable=True) from exc
+        raise UpstreamError(f"{provider}: answer is not JSON", 502, retryable=True, maybe_billed=True) from exc
     if not isinstance(doc, dict):
-        raise UpstreamError(f"{provider}: answer is not a JSON object", 502, retryable=True)
+        raise UpstreamError(f"{provider}: answer is not a JSON object", 502, retryable=True, maybe_billed=True)
     return doc
 
 

@@ -97,11 +97,13 @@ class UpstreamClient:
             # send the key to wherever the redirect points.
             resp = await self._get_session().post(url, data=body, headers=headers, allow_redirects=False,
                                                   timeout=self.timeout(call_timeout_s))
-        except asyncio.TimeoutError as exc:
-            raise UpstreamError(f"{self.provider}: no answer within the timeout", 504, retryable=True) from exc
+        except asyncio.TimeoutError as exc:  # the provider may be working on it (and will bill it)
+            raise UpstreamError(f"{self.provider}: no answer within the timeout", 504, retryable=True,
+                                maybe_billed=True) from exc
         except TRANSPORT_ERRORS as exc:
-            raise UpstreamError(f"{self.provider}: connection failed ({type(exc).__name__})", 502,
-                                retryable=True) from exc
+            # Only a connection that was never made is sure to have cost nothing.
+            raise UpstreamError(f"{self.provider}: connection failed ({type(exc).__name__})", 502, retryable=True,
+                                maybe_billed=not isinstance(exc, aiohttp.ClientConnectorError)) from exc
         if resp.status == 429 or resp.status >= 500:
             detail = await read_error(resp)
             raise UpstreamError(f"{self.provider} answered {resp.status}: {detail}", resp.status, retryable=True)
@@ -124,13 +126,14 @@ async def read_body(resp: aiohttp.ClientResponse, provider: str, limit: int = MA
         async for chunk in resp.content.iter_any():
             size += len(chunk)
             if size > limit:
-                raise UpstreamError(f"{provider}: answer larger than {limit} bytes", 502)
+                raise UpstreamError(f"{provider}: answer larger than {limit} bytes", 502, maybe_billed=True)
             chunks.append(chunk)
     except asyncio.TimeoutError as exc:
-        raise UpstreamError(f"{provider}: answer did not finish within the timeout", 504, retryable=True) from exc
+        raise UpstreamError(f"{provider}: answer did not finish within the timeout", 504, retryable=True,
+                            maybe_billed=True) from exc
     except TRANSPORT_ERRORS as exc:
         raise UpstreamError(f"{provider}: connection lost while reading the answer ({type(exc).__name__})", 502,
-                            retryable=True) from exc
+                            retryable=True, maybe_billed=True) from exc
     finally:
         resp.release()
     return b"".join(chunks)

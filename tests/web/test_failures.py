@@ -207,10 +207,11 @@ def test_a_key_that_cannot_be_looked_up_fails_closed_too(tmp_path: Path, monkeyp
                 # Anyone can send keys nobody can look up now: each is refused and counted, but only
                 # a bounded number are kept, so junk cannot fill the spool that settlements need.
                 kept = gw.runtime.spool.pending()
-                for i in range(60):
-                    with pytest.raises(openai.APIStatusError) as err:
-                        openai.OpenAI(base_url=f"{gw.base}/v1", api_key=f"junk-{i}", max_retries=0).models.list()
-                    assert err.value.status_code == 503
+                with openai.OpenAI(base_url=f"{gw.base}/v1", api_key="junk", max_retries=0) as junk:
+                    for i in range(60):
+                        with pytest.raises(openai.APIStatusError) as err:
+                            junk.with_options(api_key=f"junk-{i}").models.list()
+                        assert err.value.status_code == 503
                 assert kept == 3 and gw.runtime.spool.pending() == 5  # the burst of five, then none
                 metrics = urllib.request.urlopen(f"{gw.base}/metrics").read().decode()
                 assert 'p402_decisions_total{deny_code="POLICY_UNAVAILABLE",outcome="unavailable"} 63.0' in metrics
