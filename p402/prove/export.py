@@ -30,7 +30,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import orjson
 
-from p402.core.ledger import ChainRow, canonical
+from p402.core.ledger import GENESIS_HASH, ChainRow, canonical
 from p402.prove.audit import AuditReport, Auditor, Fault, trusted_keys
 from p402.prove.calls import PROGRESS_EVERY, Progress, calls
 from p402.prove.rows import iso
@@ -68,7 +68,7 @@ def jsonl_lines(rows: Iterable[ChainRow], *, public_key: PublicKeyLike | None = 
     yield orjson.dumps({"type": EXPORT_TYPE, "version": EXPORT_VERSION,
                         "public_key": public_hex(key) if key else None, "key_id": key_id_of(key) if key else None,
                         "created": created, "rows": total, "sealed": dict(sealed) if sealed else None}) + b"\n"
-    count, last_seq, last_hash = 0, 0, ""
+    count, last_seq, last_hash = 0, 0, GENESIS_HASH  # an empty ledger ends where the chain starts
     for row in rows:
         yield orjson.dumps({"type": "event", "seq": row.seq, "prev_hash": row.prev_hash, "hash": row.hash,
                             "body": row.body.decode()}) + b"\n"

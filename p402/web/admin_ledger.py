@@ -71,6 +71,8 @@ class LedgerRoutes:
             raise ApiError(400, "before: must be a ledger seq (a positive integer)", "invalid_request", "before")
         if not 1 <= limit <= MAX_EVENTS_PAGE:
             raise ApiError(400, f"limit: must be between 1 and {MAX_EVENTS_PAGE}", "invalid_request", "limit")
+        if scope_kind == "tenant" and scope_id != self.runtime.config.tenant:
+            return {"data": [], "next_before": None}  # a store holds one tenant's rows: none are another's
         rows = await self.store.events(LedgerFilter(deny_code=deny_code, scope_kind=scope_kind, scope_id=scope_id,
                                                since=since, kind=q.get("kind") or None, limit=limit,
                                                before_seq=before))

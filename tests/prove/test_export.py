@@ -250,3 +250,11 @@ def test_export_streams_and_reports_progress(signer: Signer) -> None:
     rest = list(lines)
     assert len(first) + len(rest) == 25_002
     assert seen == [(10_000, 25_000), (20_000, 25_000), (25_000, 25_000)]
+
+
+def test_an_empty_ledger_exports_and_verifies(store: SqliteStore, tmp_path: Path, signer: Signer) -> None:
+    path = export(store, tmp_path / "empty.jsonl", signer, sign_end=True)
+    items = read(path)
+    assert [i["type"] for i in items] == ["p402-ledger-export", "end"] and items[-1]["last_hash"] == GENESIS_HASH
+    report = verify_export(path, signer.public_key)
+    assert report.ok and report.rows == 0, report.summary()

@@ -131,6 +131,11 @@ def test_a_denial_is_explained_with_the_budget_that_bound_it(tmp_path: Path) -> 
                 f"remaining ${budget['remaining_usd']}.") in explanation
         assert "Employee carol (department sales, key k-carol, tenant acme) asked for gpt-4o-mini" in explanation
 
+        # This store is tenant acme's: its rows, and none of another tenant's.
+        mine = orjson.loads(get(gw.base, "/admin/v1/ledger/events?scope=tenant:acme")[1])["data"]
+        theirs = orjson.loads(get(gw.base, "/admin/v1/ledger/events?scope=tenant:globex")[1])["data"]
+        assert p402["event_id"] in {r["event_id"] for r in mine} and theirs == []
+
 
 def test_exports_are_served_over_http_for_a_postgresql_store_too(tmp_path: Path) -> None:
     with pg_database("p402_export") as url:
