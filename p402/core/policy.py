@@ -43,7 +43,10 @@ class Price:
     cache_write: int | None = None
 
     def input_cost(self, tokens: int) -> int:
-        return ceil_div(tokens * self.input, TOKENS_PER_RATE)
+        """The most `tokens` of prompt can cost: a provider may bill any of them as cache writes
+        (Anthropic's `cache_control`), which cost more than plain input where they are priced."""
+        rate = self.input if self.cache_write is None else max(self.input, self.cache_write)
+        return ceil_div(tokens * rate, TOKENS_PER_RATE)
 
     def output_cost(self, tokens: int) -> int:
         return ceil_div(tokens * self.output, TOKENS_PER_RATE)

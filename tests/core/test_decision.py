@@ -220,3 +220,14 @@ def test_an_admitted_estimate_always_fits_every_budget(settled: int, reserved: i
         assert d.estimate_nanos >= MINI.price.input_cost(input_tokens) + MINI.price.output_cost(d.max_tokens or 0)  # type: ignore[union-attr]
     else:
         assert d.deny_code == "BUDGET_EXCEEDED"
+
+
+def test_the_estimate_prices_the_prompt_at_the_cache_write_rate_where_it_is_higher() -> None:
+    # A provider may bill every prompt token as a cache write (Anthropic's cache_control): 1.25x input here.
+    cached = ModelSpec("cached", "simulated", "cached", frozenset({"chat"}),
+                       Price(3_000_000_000, 15_000_000_000, cache_read=300_000_000, cache_write=3_750_000_000))
+    d = run(ask(cached, input_tokens=1_000_000, max_tokens=1), policy())
+    worst = cached.price.cost(0, 1, cache_write_tokens=1_000_000)  # type: ignore[union-attr]
+    assert d.allowed and d.estimate_nanos == worst == 3_750_000_000 + 15_000
+    plain = ModelSpec("plain", "simulated", "plain", frozenset({"chat"}), Price(3_000_000_000, 15_000_000_000))
+    assert run(ask(plain, input_tokens=1_000_000, max_tokens=1), policy()).estimate_nanos == 3_000_000_000 + 15_000
