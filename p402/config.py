@@ -18,7 +18,7 @@ import yaml
 
 from p402.core.money import MoneyError, parse_usd
 from p402.core.periods import PERIODS
-from p402.core.policy import MAX_OUTPUT_TOKENS, Budget, ModelSpec, Price, Rule
+from p402.core.policy import IMAGE_TOKENS, IMAGE_TOKENS_BY_UPSTREAM, MAX_OUTPUT_TOKENS, Budget, ModelSpec, Price, Rule
 from p402.core.scopes import ADDRESS_RE, ATTRIBUTION_ID_RE, HEADER_KINDS, SCOPE_KINDS, parse_scope
 from p402.errors import ConfigError
 
@@ -221,7 +221,7 @@ MAX_CONTEXT_WINDOW = 100_000_000  # above any model's; keeps every estimate insi
 
 def _model(ctx: _Ctx, path: str, item: dict[str, Any], providers: dict[str, Any]) -> ModelSpec:
     _only(ctx, path, item, ("name", "provider", "upstream", "categories", "price", "max_output_tokens", "fallbacks",
-                            "tokenizer", "context_window"))
+                            "tokenizer", "context_window", "image_tokens"))
     name = _typed(ctx, f"{path}.name", item.get("name"), str, "a model name")
     provider = item.get("provider")
     if provider not in providers:
@@ -252,9 +252,16 @@ def _model(ctx: _Ctx, path: str, item: dict[str, Any], providers: dict[str, Any]
         _typed(ctx, f"{path}.context_window", window, int, "a positive integer")
         if isinstance(window, bool) or not 1 <= window <= MAX_CONTEXT_WINDOW:
             raise ctx.fail(f"{path}.context_window", f"must be from 1 to {MAX_CONTEXT_WINDOW:,}")
-    return ModelSpec(name=name, provider=str(provider), upstream=str(item.get("upstream") or name),
+    upstream = str(item.get("upstream") or name)
+    images = item.get("image_tokens")
+    if images is None:
+        images = next((n for prefix, n in IMAGE_TOKENS_BY_UPSTREAM if upstream.startswith(prefix)), IMAGE_TOKENS)
+    elif isinstance(images, bool) or not isinstance(images, int) or not 1 <= images <= MAX_CONTEXT_WINDOW:
+        raise ctx.fail(f"{path}.image_tokens", f"must be an integer from 1 to {MAX_CONTEXT_WINDOW:,}")
+    return ModelSpec(name=name, provider=str(provider), upstream=upstream,
                      categories=frozenset(cats), price=price, max_output_tokens=limit,
-                     fallbacks=tuple(str(f) for f in fallbacks), tokenizer=tokenizer, context_window=window)
+                     fallbacks=tuple(str(f) for f in fallbacks), tokenizer=tokenizer, context_window=window,
+                     image_tokens=images)
 
 
 def parse_config(raw: Any, source: str = "p402.yaml") -> Config:

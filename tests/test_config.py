@@ -89,6 +89,8 @@ MISTAKES: list[tuple[str, Edit, str, str]] = [
      "must be from 1 to 100,000,000"),
     ("context_window a string", _set(["models", 0, "context_window"], "128k"), "models[0].context_window",
      "expected a positive integer"),
+    ("image_tokens", _set(["models", 0, "image_tokens"], 0), "models[0].image_tokens",
+     "must be an integer from 1 to 100,000,000"),
     ("tokenizer", _set(["models", 0, "tokenizer"], "sentencepiece"), "models[0].tokenizer",
      "is not o200k_base, cl100k_base or bytes"),
     ("unknown model key", _set(["models", 0, "colour"], "red"), "models[0].colour", "unknown key; expected one of name"),

@@ -17,6 +17,8 @@ from p402.core.scopes import SCOPE_KINDS, Attribution, Scope
 
 __all__ = [
     "MAX_OUTPUT_TOKENS",
+    "IMAGE_TOKENS",
+    "IMAGE_TOKENS_BY_UPSTREAM",
     "Price",
     "ModelSpec",
     "Budget",
@@ -60,6 +62,13 @@ class Price:
                  + cache_read_tokens * read_rate + cache_write_tokens * write_rate)
         return ceil_div(total, TOKENS_PER_RATE)
 
+# The most one image costs on the providers routed, in tokens: OpenAI's high detail at the largest
+# tiling (85 + 170 x 16; Anthropic caps images at ~1,600). Models that count images in many more
+# tokens (gpt-4o-mini: 2,833 + 5,667 a tile) set their own (`ModelSpec.image_tokens`).
+IMAGE_TOKENS = 2_805
+IMAGE_TOKENS_BY_UPSTREAM = (("gpt-4o-mini", 2_833 + 5_667 * 16),)  # (upstream prefix, bound): defaults
+
+
 # More output tokens than any model writes in one answer: a bound on a model's `max_output_tokens`
 # and on a client's `max_tokens`, so no estimate can outgrow the store's 64-bit integers.
 MAX_OUTPUT_TOKENS = 1_000_000
@@ -83,6 +92,7 @@ class ModelSpec:
     # The most input tokens the model accepts (from the config or the price catalog): the bound of
     # a request whose input cannot be counted from the request itself (p402.pipeline.tokens.UNSEEN).
     context_window: int | None = None
+    image_tokens: int = IMAGE_TOKENS  # the most one image in a prompt can cost, in this model's tokens
 
     def price_for(self, prompt_tokens: int) -> Price | None:
         """The rates for a prompt of `prompt_tokens` (fresh + cached + cache-written)."""

@@ -183,7 +183,7 @@ class Gateway:
         t0 = time.perf_counter()  # the policy decision: price, decide, reserve and its ledger row
         now = self.clock()
         client_max = _client_max_tokens(req)
-        bound = _BOUNDS[req.route](req.body, model.tokenizer)
+        bound = _BOUNDS[req.route](req.body, model.tokenizer, model.image_tokens)
         if bound >= UNSEEN:  # input the request only refers to: the model's context window bounds it
             if model.context_window is None:
                 return Refusal(400, "invalid_request", f"messages: the request refers to input p402 cannot count "

@@ -22,15 +22,13 @@ from typing import Any
 
 import orjson
 
+from p402.core.policy import IMAGE_TOKENS
 from p402.pipeline.encodings import load_encoding
 
 __all__ = ["count_text", "chat_input_bound", "messages_input_bound", "embeddings_input_bound", "IMAGE_TOKEN_BOUND",
            "TOOLS_PROMPT_BOUND", "UNSEEN", "warm"]
 
-# The most tokens one image costs on the providers we route (OpenAI high detail
-# tops out at 85 + 170 * 16 tiles = 2,805 with the largest tiling; Anthropic
-# caps images at ~1,600). We round up to stay a bound.
-IMAGE_TOKEN_BOUND = 2_805
+IMAGE_TOKEN_BOUND = IMAGE_TOKENS  # the default per image (core.policy); a model may set its own
 _PER_MESSAGE = 4  # OpenAI chat format: role and separators per message
 _PER_REPLY = 3  # every reply is primed with <|start|>assistant<|message|>
 # A request with tools also pays for the instructions a provider adds to the prompt to use them,
@@ -71,7 +69,7 @@ def count_text(text: str, tokenizer: str) -> int:
     return len(_encoding(tokenizer).encode_ordinary(text))
 
 
-def _content_tokens(content: Any, tokenizer: str) -> int:
+def _content_tokens(content: Any, tokenizer: str, image_tokens: int = IMAGE_TOKEN_BOUND) -> int:
     if content is None:
         return 0
     if isinstance(content, str):
@@ -84,7 +82,7 @@ def _content_tokens(content: Any, tokenizer: str) -> int:
                 continue
             kind = part.get("type")
             if kind in ("image_url", "image", "input_image"):
-                total += IMAGE_TOKEN_BOUND
+                total += image_tokens
             elif kind in _UNSEEN_PARTS or (kind == "document" and not _text_source(part)):
                 total += UNSEEN
             elif isinstance(part.get("text"), str):
@@ -100,13 +98,13 @@ def _text_source(block: dict[str, Any]) -> bool:
     return isinstance(source, dict) and source.get("type") in _COUNTABLE_DOCUMENTS
 
 
-def chat_input_bound(body: dict[str, Any], tokenizer: str) -> int:
+def chat_input_bound(body: dict[str, Any], tokenizer: str, image_tokens: int = IMAGE_TOKEN_BOUND) -> int:
     """Input tokens of an OpenAI Chat Completions request, from above."""
     total = _PER_REPLY
     for m in body.get("messages") or ():
         if not isinstance(m, dict):
             continue
-        total += _PER_MESSAGE + _content_tokens(m.get("content"), tokenizer)
+        total += _PER_MESSAGE + _content_tokens(m.get("content"), tokenizer, image_tokens)
         if m.get("name"):
             total += count_text(str(m["name"]), tokenizer) + 1
         if m.get("tool_calls"):
@@ -121,12 +119,12 @@ def chat_input_bound(body: dict[str, Any], tokenizer: str) -> int:
     return total
 
 
-def messages_input_bound(body: dict[str, Any], tokenizer: str) -> int:
+def messages_input_bound(body: dict[str, Any], tokenizer: str, image_tokens: int = IMAGE_TOKEN_BOUND) -> int:
     """Input tokens of an Anthropic Messages request, from above."""
-    total = _PER_REPLY + _content_tokens(body.get("system"), tokenizer)
+    total = _PER_REPLY + _content_tokens(body.get("system"), tokenizer, image_tokens)
     for m in body.get("messages") or ():
         if isinstance(m, dict):
-            total += _PER_MESSAGE + _content_tokens(m.get("content"), tokenizer)
+            total += _PER_MESSAGE + _content_tokens(m.get("content"), tokenizer, image_tokens)
     tools = body.get("tools")
     if tools:
         total += count_text(orjson.dumps(tools).decode(), tokenizer) + TOOLS_PROMPT_BOUND
@@ -138,7 +136,7 @@ def messages_input_bound(body: dict[str, Any], tokenizer: str) -> int:
     return total
 
 
-def embeddings_input_bound(body: dict[str, Any], tokenizer: str) -> int:
+def embeddings_input_bound(body: dict[str, Any], tokenizer: str, image_tokens: int = IMAGE_TOKEN_BOUND) -> int:
     """Input tokens of an OpenAI Embeddings request (strings or token arrays)."""
     value = body.get("input")
     if isinstance(value, str):

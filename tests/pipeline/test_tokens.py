@@ -35,3 +35,24 @@ def test_input_the_request_only_refers_to_is_marked_unseen_and_text_is_not() -> 
     assert chat_input_bound({"messages": [{"role": "user", "content": [file_part]}]}, "o200k_base") >= UNSEEN
     assert chat_input_bound({"messages": [], "web_search_options": {}}, "o200k_base") >= UNSEEN
     assert chat_input_bound({"messages": [{"role": "user", "content": "a file, in words"}]}, "o200k_base") < UNSEEN
+
+
+def test_each_image_is_bounded_by_what_the_model_counts_for_one() -> None:
+    from p402.config import parse_config
+    from tests.gatewaykit import org
+    from pathlib import Path
+    import tempfile
+    raw = org(Path(tempfile.gettempdir()))
+    raw["models"].append({"name": "mini-vision", "provider": "simulated", "upstream": "gpt-4o-mini-2024-07-18",
+                          "price": {"input_per_mtok": "0.15", "output_per_mtok": "0.60"}})
+    raw["models"].append({"name": "own", "provider": "simulated", "image_tokens": 7_000,
+                          "price": {"input_per_mtok": "1", "output_per_mtok": "1"}})
+    models = {m.name: m for m in parse_config(raw).models}
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png", "detail": "high"}}
+    body = {"messages": [{"role": "user", "content": [image, image]}]}
+    text_only = chat_input_bound({"messages": [{"role": "user", "content": []}]}, "o200k_base")
+    # gpt-4o-mini counts an image as 2,833 + 5,667 a tile (OpenAI's docs): far above gpt-4o's 85 + 170 a tile.
+    mini = models["mini-vision"]
+    assert chat_input_bound(body, "o200k_base", mini.image_tokens) - text_only == 2 * (2_833 + 5_667 * 16)
+    assert chat_input_bound(body, "o200k_base", models["gpt-4o"].image_tokens) - text_only == 2 * 2_805
+    assert chat_input_bound(body, "o200k_base", models["own"].image_tokens) - text_only == 2 * 7_000

@@ -186,9 +186,9 @@ def test_a_key_that_cannot_be_looked_up_fails_closed_too(tmp_path: Path, monkeyp
                 with pytest.raises(openai.APIStatusError) as err:
                     gw.openai("carol").models.list()
                 assert err.value.status_code == 503 and err.value.code == "POLICY_UNAVAILABLE"
-                with pytest.raises(anthropic.APIStatusError) as aerr:
-                    anthropic.Anthropic(base_url=gw.base, api_key=SECRETS["eng"], max_retries=0).messages.create(
-                        model="claude-sonnet-4-6", max_tokens=16, messages=PROMPT)
+                with anthropic.Anthropic(base_url=gw.base, api_key=SECRETS["eng"], max_retries=0) as client, \
+                        pytest.raises(anthropic.APIStatusError) as aerr:
+                    client.messages.create(model="claude-sonnet-4-6", max_tokens=16, messages=PROMPT)
                 assert aerr.value.status_code == 503
                 # The refusal itself is kept for the ledger (fail closed, lose nothing), as a decision
                 # row like any other: the tenant and the policy it was refused under.

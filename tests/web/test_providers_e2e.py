@@ -199,12 +199,12 @@ BAD_MESSAGES: list[tuple[dict[str, Any], str]] = [
 def test_a_request_field_of_the_wrong_shape_is_a_400_naming_it_for_every_provider(
         tmp_path: Path, fakes: dict[str, Any], model: str) -> None:
     with provider_gateway(tmp_path, fakes["servers"]) as gw:
-        chat = gw.openai("carol").with_options(max_retries=0).chat.completions
+        chat = gw.openai("carol").chat.completions
         for extra, param in BAD_CHAT:
             with pytest.raises(openai.BadRequestError) as err:
                 chat.create(**{"model": model, "messages": PROMPT, "max_tokens": 16, **extra})
             assert err.value.body["param"] == param and err.value.body["message"].startswith(param + ": "), extra
-        messages = gw.anthropic("carol").with_options(max_retries=0).messages
+        messages = gw.anthropic("carol").messages
         for extra, param in BAD_MESSAGES:
             with pytest.raises(anthropic.BadRequestError) as aerr:
                 messages.create(**{"model": model, "max_tokens": 16, "messages": PROMPT, **extra})
@@ -304,7 +304,7 @@ def test_a_call_that_fails_after_it_was_sent_is_charged_its_estimate_one_never_s
     with gateway(config_of(raw)) as gw:
         for model in ("gpt-4o-mini", "claude"):
             with pytest.raises(openai.APIStatusError):
-                gw.openai("carol").with_options(max_retries=0).chat.completions.create(
+                gw.openai("carol").chat.completions.create(
                     model=model, messages=PROMPT, max_tokens=64)
         decisions = {d["model"]: d for d in rows(tmp_path, "decision")}
         ends = {e["model"]: e for e in rows(tmp_path) if e["kind"] in ("settle", "release")}
