@@ -241,7 +241,11 @@ def _model(ctx: _Ctx, path: str, item: dict[str, Any], providers: dict[str, Any]
     _typed(ctx, f"{path}.max_output_tokens", limit, int, "a positive integer")
     if not 1 <= limit <= MAX_OUTPUT_TOKENS:
         raise ctx.fail(f"{path}.max_output_tokens", f"must be from 1 to {MAX_OUTPUT_TOKENS:,}")
-    tokenizer = item.get("tokenizer", "o200k_base" if provider in ("simulated", "openai", "openrouter") else "bytes")
+    # OpenAI's own tokenizer only for OpenAI's models: OpenRouter routes to Anthropic, Google and
+    # others, whose tokenizers make more tokens of the same text (their bound is the byte count).
+    openai_model = provider in ("simulated", "openai") or (
+        provider == "openrouter" and str(item.get("upstream") or item.get("name") or "").startswith("openai/"))
+    tokenizer = item.get("tokenizer", "o200k_base" if openai_model else "bytes")
     if tokenizer not in ("o200k_base", "cl100k_base", "bytes"):
         raise ctx.fail(f"{path}.tokenizer", f"{tokenizer!r} is not o200k_base, cl100k_base or bytes")
     fallbacks = item.get("fallbacks") or []

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from p402.config import CONFIG_KEYS, DEFAULT_HOLD_TTL_S, DEFAULT_MAX_BODY_BYTES, DEFAULT_STORE, load_config
+from p402.config import CONFIG_KEYS, DEFAULT_HOLD_TTL_S, DEFAULT_MAX_BODY_BYTES, DEFAULT_STORE, load_config, parse_config
 from p402.core.money import parse_usd
 from p402.errors import ConfigError
 from tests.gatewaykit import org
@@ -223,3 +223,15 @@ def test_a_utf8_config_loads_under_an_ascii_locale(tmp_path: Path) -> None:
                           env=env, capture_output=True, text=True, encoding="utf-8", cwd=Path(__file__).parent.parent)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "Recherche & Développement — 研究"
+
+
+def test_openrouter_models_count_with_openai_s_tokenizer_only_when_they_are_openai_s(tmp_path: Path) -> None:
+    raw = org(tmp_path)
+    raw["providers"]["openrouter"] = {"api_key": "sk-or-test"}
+    raw["models"] += [{"name": "router-gpt", "provider": "openrouter", "upstream": "openai/gpt-4o-mini"},
+                      {"name": "router-claude", "provider": "openrouter", "upstream": "anthropic/claude-sonnet-4.5"},
+                      {"name": "router-own", "provider": "openrouter", "upstream": "google/gemini-2.5-flash",
+                       "tokenizer": "cl100k_base"}]
+    models = {m.name: m for m in parse_config(raw).models}
+    assert (models["router-gpt"].tokenizer, models["router-claude"].tokenizer, models["router-own"].tokenizer) == (
+        "o200k_base", "bytes", "cl100k_base")
