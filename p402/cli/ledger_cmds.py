@@ -95,6 +95,11 @@ async def cmd_verify(args: argparse.Namespace) -> int:
         sys.stderr.write("\n")
     if not report.ok:
         raise CliError(report.summary().replace("\n", "; "), 1)
+    if args.key and report.rows and not report.checkpoints:
+        # Given a key to trust, a ledger without a single signed checkpoint proves nothing: its rows
+        # could have been rewritten wholesale and rehashed (a running gateway seals within seconds).
+        raise CliError(f"LEDGER UNPROVEN: {report.rows} rows and no signed checkpoint to check against --key; "
+                       "the chain alone cannot show that rows were not rewritten wholesale", 1)
     print(report.summary())
     return 0
 

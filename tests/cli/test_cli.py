@@ -276,6 +276,18 @@ def test_ledger_verify_names_the_first_bad_row(tmp_path: Path, capsys: pytest.Ca
     assert re.match(rf"p402: LEDGER INVALID: row {bad_row}\b", line) and words in line, line
 
 
+def test_a_trusted_key_and_no_signed_checkpoint_is_not_intact(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from p402.prove.signing import Signer, public_hex
+    cfg = str(write_config(tmp_path))
+    p402(capsys, "apply", "-f", cfg)  # 12 policy rows, and no gateway has run to seal them
+    code, out, _ = p402(capsys, "ledger", "verify", "--config", cfg)
+    assert code == 0 and "no signed checkpoint" in out  # without a key: intact, with the caveat
+    key = public_hex(Signer.generate().public_key)
+    code, out, err = p402(capsys, "ledger", "verify", "--config", cfg, "--key", key)
+    assert (code, out) == (1, "") and one_line(err).startswith("p402: LEDGER UNPROVEN: 12 rows and no signed checkpoint")
+
+
 def test_store_commands_take_a_store_url_instead_of_a_config(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = str(write_config(tmp_path))
