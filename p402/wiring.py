@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from p402.config import Config
-from p402.errors import LedgerCorrupt, StoreUnavailable
+from p402.errors import LedgerCorrupt, StoreError, StoreUnavailable
 from p402.ops.apply import apply_config
 from p402.ops.metrics import Metrics
 from p402.ops.policy_cache import POLL_INTERVAL_S, PolicyCache
@@ -117,12 +117,13 @@ class Runtime:
             return expiry_entry(now, hold, self.config.tenant, version)
         return int(await self.store.expire_holds(now, entry))
 
-    async def seal(self) -> dict[str, Any] | None:
-        """Append a signed checkpoint when one is due (see p402.prove.checkpoints)."""
+    async def seal(self, final: bool = False) -> dict[str, Any] | None:
+        """Append a signed checkpoint when one is due (see p402.prove.checkpoints); `final`: when
+        any row is unsealed (the gateway is stopping)."""
         if self.checkpointer is None:
             return None
         try:
-            return await self.checkpointer.maybe_seal(self.store, self.clock())
+            return await self.checkpointer.maybe_seal(self.store, self.clock(), final=final)
         except LedgerCorrupt as exc:
             # Never sign over a broken chain; say so loudly, keep serving (the
             # chain's own verification still names the bad row).
@@ -143,6 +144,7 @@ class Runtime:
                 log.exception("background job failed")
 
     async def close(self) -> None:
+        serving = bool(self.tasks)
         for t in self.tasks:
             t.cancel()
         for t in self.tasks:
@@ -150,6 +152,11 @@ class Runtime:
                 await t
         for p in self.providers.values():
             await p.close()
+        if serving:  # a gateway that stops seals its last rows: none wait unsealed for the next start
+            try:
+                await self.seal(final=True)
+            except StoreError as exc:
+                log.warning("no final checkpoint: %s", exc)
         if self.checkpointer is not None and self.checkpointer.lock is not None:
             # Hand the sealer's role to another replica now, not when the process dies.
             self.checkpointer.lock.release()

@@ -232,8 +232,9 @@ class Checkpointer:
         since = None if self.sealed is None else (now - self.sealed.ts).total_seconds()
         return should_seal(self.pending, since, self.interval_s, self.max_events)
 
-    async def maybe_seal(self, store: Any, now: datetime) -> dict[str, Any] | None:
+    async def maybe_seal(self, store: Any, now: datetime, final: bool = False) -> dict[str, Any] | None:
         """Read new rows; if a seal is due, append a checkpoint and return its body (else None).
+        `final`: the process is stopping, so any unsealed row is due now (none left waiting).
 
         Raises LedgerCorrupt (and forgets its cache) if the stored chain does not
         verify: a sealer must never sign over a broken chain.
@@ -245,7 +246,7 @@ class Checkpointer:
             if not self._started:
                 await self._resume(store)
             await self._catch_up(store)
-            if not self.due(now):
+            if not (self.due(now) or (final and self.pending)):
                 return None
             body = make_checkpoint(self.frontier, self.sealed.as_prev() if self.sealed else None,
                                    self.signer, now, self.tenant, covered_hash=self.last_hash)

@@ -488,3 +488,15 @@ def test_budget_remaining_is_the_smallest_headroom_after_the_reservation_a_per_r
         assert remaining == Decimal("0.0009") - estimate
         decision = [r for r in ledger(gw.db_path) if r["kind"] == "decision"][-1]
         assert decision["binding"]["id"] == "per-call" and Decimal(decision["binding"]["remaining_usd"]) == remaining
+
+
+def test_a_gateway_that_stops_seals_its_last_rows(tmp_path: Path) -> None:
+    with gateway(config_of(org(tmp_path))) as gw:
+        for who in ("alice", "bob", "carol"):
+            gw.openai(who).chat.completions.create(model="gpt-4o-mini", messages=PROMPT, max_tokens=5)
+        db_path = gw.db_path
+    rows = ledger(db_path)
+    last = rows[-1]
+    # The last row is a checkpoint that covers every row before it: nothing waits unsealed for the next start.
+    assert last["kind"] == "checkpoint" and last["covered_seq"] == last["seq"] - 1 == len(rows) - 1
+    assert [r["kind"] for r in rows[-7:-1]] == ["decision", "settle"] * 3
