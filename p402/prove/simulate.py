@@ -82,6 +82,14 @@ class SimulationReport:
             lines.append(f"  budget {budget}: {count} denials, ${format_usd(stopped)} stopped")
         for model, count in sorted(self.unknown_models.items()):
             lines.append(f"  not replayed: {count} calls to {model}, which the proposal does not define")
+        for budget, count in sorted(self.shadow_hits.items()):
+            lines.append(f"  shadow budget {budget} would have denied {count} calls (shadow: they were admitted)")
+        if self.would_deny:
+            lines.append(f"the first {len(self.would_deny)} that would be denied:")
+            for d in self.would_deny:
+                who = ", ".join(f"{k} {v}" for k, v in d.who.items() if v)
+                lines.append(f"  {d.ts} {d.event_id} {who}: {d.model}, {d.deny_code}"
+                             f"{f' on {d.budget_id}' if d.budget_id else ''}, ${format_usd(d.stopped_nanos)} stopped")
         return "\n".join(lines)
 
     def as_dict(self) -> dict[str, Any]:

@@ -64,6 +64,12 @@ def test_a_tighter_budget_denies_the_calls_that_would_exceed_it_and_counts_the_s
     assert first.ts.startswith("2026-03-02T") and "would be exceeded" in first.reason
     assert report.as_dict()["stopped_usd"] == format_usd(report.stopped_nanos)
     assert f"{report.denied} would be denied" in report.summary()
+    # The summary names who would have been denied, when, on which budget, and what it would have stopped.
+    summary = report.summary().splitlines()
+    listed = summary[summary.index(f"the first {len(report.would_deny)} that would be denied:") + 1:]
+    assert len(listed) == len(report.would_deny)
+    assert listed[0].startswith(f"  {first.ts} {first.event_id} ") and "department eng" in listed[0]
+    assert f"BUDGET_EXCEEDED on eng-day, ${format_usd(first.stopped_nanos)} stopped" in listed[0]
 
 
 def eng_events(store: SqliteStore) -> set[str]:
@@ -110,3 +116,13 @@ def test_a_call_with_several_choices_is_replayed_with_all_of_them(store: SqliteS
         run(store.record(body))
     report = simulate(export(store, tmp_path / "l.jsonl"), proposal(eng_daily("0.0005")))
     assert [d.event_id for d in report.would_deny] == [four["event_id"]]
+
+
+def test_a_shadow_budget_s_would_be_denials_are_counted_and_said(store: SqliteStore, tmp_path: Path) -> None:
+    run(record_calls(store, 30))
+    shadow = Budget(id="eng-watch", scope=Scope("department", "eng"), cap_nanos=parse_usd("0.001"), period="day",
+                    mode="shadow")
+    report = simulate(export(store, tmp_path / "l.jsonl"), proposal(shadow))
+    assert report.denied == 0 and report.shadow_hits["eng-watch"] > 0  # shadow: admitted, and counted
+    assert (f"  shadow budget eng-watch would have denied {report.shadow_hits['eng-watch']} calls "
+            "(shadow: they were admitted)") in report.summary().splitlines()
