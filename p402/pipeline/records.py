@@ -20,9 +20,7 @@ from p402.pipeline.ports import HoldInfo
 __all__ = ["iso", "decision_entry", "settlement_entry", "expiry_entry", "policy_entry", "binding_view"]
 
 
-def iso(now: datetime) -> str:
-    """ISO 8601 UTC with milliseconds and a Z, as every ledger timestamp."""
-    return ledger_ts(now)
+iso = ledger_ts  # a ledger timestamp (core.periods.ledger_ts), under the name callers here use
 
 
 _WHO_KEYS = ("key", "department", "employee", "workflow", "customer", "project", "feature")

@@ -53,9 +53,7 @@ def check_row(row: ChainRow, prev_hash: str, expected_seq: int) -> tuple[dict[st
     return body, None
 
 
-def iso(moment: datetime) -> str:
-    """A ledger timestamp: UTC, millisecond precision, `Z` suffix (as the stores write them)."""
-    return ledger_ts(moment)
+iso = ledger_ts  # a ledger timestamp (core.periods.ledger_ts), under the name callers here use
 
 
 def parse_ts(text: str) -> datetime:

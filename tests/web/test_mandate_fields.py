@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import copy
 import json
-import urllib.error
-import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
@@ -31,6 +29,7 @@ from p402.mandates.content import content_hash, format_instant
 from p402.mandates.documents import derived_content, make_document
 from p402.mandates.eip712 import MAX_TIME_S, TIME_FIELDS, typed_data
 from tests.gatewaykit import ADMIN_TOKEN, FINANCE_TOKEN, Running, config_of, gateway, org
+from tests.web.test_admin import call
 
 LATEST = "9999-12-31T23:59:59Z"  # MAX_TIME_S
 VALUES: list[object] = [0, -1, MAX_TIME_S, MAX_TIME_S + 1, 2**63, 2**64 - 1, 2**64, 10**30, "1767225600", None]
@@ -46,14 +45,7 @@ _BITS = {"nonce": 256}  # every other message integer is a uint64
 
 def post(gw: Running, path: str, text: str, token: str = ADMIN_TOKEN) -> tuple[int, dict[str, Any]]:
     """POST JSON text as written (Python's json writes integers of any size, as a hand-edited file may)."""
-    req = urllib.request.Request(gw.base + path, data=text.encode(), method="POST",
-                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req) as r:
-            return r.status, orjson.loads(r.read())
-    except urllib.error.HTTPError as e:
-        with e:
-            return e.code, orjson.loads(e.read())
+    return call(gw, "POST", path.removeprefix("/admin/v1"), token=token, raw=text.encode())
 
 
 def wallet_sign(document: dict[str, Any], key: str) -> dict[str, Any]:
