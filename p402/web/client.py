@@ -15,7 +15,7 @@ from typing import Any, Awaitable, Callable, Mapping
 import orjson
 
 from p402.core.money import format_usd
-from p402.core.policy import MAX_OUTPUT_TOKENS, Policy
+from p402.core.policy import Policy
 from p402.core.scopes import HEADER_KINDS, Attribution
 from p402.pipeline.gateway import Admitted, Gateway, Inbound, Refusal
 from p402.web.bodies import BodyError, read_body
@@ -32,7 +32,6 @@ ROUTES = {b"/v1/chat/completions": "chat", b"/v1/embeddings": "embeddings", b"/v
 _PATHS = {k.decode(): v for k, v in ROUTES.items()}
 _ATTRIBUTION_HEADERS = {f"x-p402-{k}".encode(): k for k in HEADER_KINDS}
 _DIGEST = re.compile(r"0[xX][0-9a-fA-F]{64}")
-MAX_CHOICES = 128  # OpenAI's own limit on `n`
 
 
 class BadRequest(Exception):
@@ -54,18 +53,6 @@ def _validate(route: str, body: Any) -> dict[str, Any]:
         for i, m in enumerate(msgs):
             if not isinstance(m, dict) or not isinstance(m.get("role"), str):
                 raise BadRequest(400, f"messages[{i}]: must be an object with a role", f"messages[{i}]")
-        for name in ("max_tokens", "max_completion_tokens"):
-            v = body.get(name)
-            if v is not None and not (_is_token(v) and 1 <= v <= MAX_OUTPUT_TOKENS):
-                raise BadRequest(400, f"{name}: must be an integer from 1 to {MAX_OUTPUT_TOKENS}", name)
-        if body.get("stream") is not None and not isinstance(body["stream"], bool):
-            raise BadRequest(400, "stream: must be true or false", "stream")
-        n = body.get("n")
-        if n is not None and not (_is_token(n) and 1 <= n <= MAX_CHOICES):
-            raise BadRequest(400, f"n: must be an integer from 1 to {MAX_CHOICES}", "n")
-        if body.get("stream_options") is not None and not isinstance(body["stream_options"], dict):
-            raise BadRequest(400, "stream_options: must be an object such as {\"include_usage\": true}",
-                             "stream_options")
         try:
             (check_chat if route == "chat" else check_messages)(body)
         except ShapeError as exc:

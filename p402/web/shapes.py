@@ -11,7 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ShapeError", "check_chat", "check_messages"]
+from p402.core.policy import MAX_OUTPUT_TOKENS
+
+__all__ = ["ShapeError", "check_chat", "check_messages", "MAX_CHOICES"]
+
+MAX_CHOICES = 128  # OpenAI's own limit on `n`
 
 
 class ShapeError(Exception):
@@ -46,17 +50,29 @@ def _is_str(v: Any) -> bool:
     return isinstance(v, str)
 
 
+def _count(low: int, high: int) -> tuple[Any, str]:
+    """An integer in JSON (not a bool, which Python counts as one) from `low` to `high`."""
+    return (lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high,
+            f"an integer from {low} to {high}")
+
+
 _NUMBER = (_number, "a number")
 _TOOLS = (_objects, "a list of tool objects")
 _OBJECT = (_is_dict, "an object")
 # Top-level fields by format: (check, what it must be). Only the fields a body has are looked at.
-_CHAT_FIELDS = {
+# Both formats (a messages body with `n` or `max_completion_tokens` is checked the same way).
+_BOTH_FIELDS = {
+    "max_tokens": _count(1, MAX_OUTPUT_TOKENS), "max_completion_tokens": _count(1, MAX_OUTPUT_TOKENS),
+    "n": _count(1, MAX_CHOICES), "stream": (lambda v: isinstance(v, bool), "true or false"),
+    "stream_options": (_is_dict, 'an object such as {"include_usage": true}'),
+}
+_CHAT_FIELDS = {**_BOTH_FIELDS,
     "temperature": _NUMBER, "top_p": _NUMBER, "frequency_penalty": _NUMBER, "presence_penalty": _NUMBER,
     "tools": _TOOLS, "metadata": _OBJECT, "response_format": _OBJECT,
     "stop": (lambda v: isinstance(v, str) or _strings(v), "a string or a list of strings"),
     "tool_choice": (lambda v: isinstance(v, (str, dict)), "a string or an object"),
 }
-_MESSAGES_FIELDS = {
+_MESSAGES_FIELDS = {**_BOTH_FIELDS,
     "temperature": _NUMBER, "top_p": _NUMBER, "top_k": _NUMBER, "tools": _TOOLS, "metadata": _OBJECT,
     "stop_sequences": (_strings, "a list of strings"), "tool_choice": _OBJECT,
 }
